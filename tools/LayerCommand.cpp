@@ -1,0 +1,109 @@
+// einjit layer SPEC -x X.npy -o Y.npy: run one structured layer (and optionally its gradients).
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "frontend/structures/Structures.h"
+#include "runtime/io/Npy.h"
+#include "runtime/reference/ReferenceExecutor.h"
+#include "tools/Commands.h"
+#include "tools/Target.h"
+
+namespace einjit::cli {
+
+namespace {
+
+struct LayerOptions {
+  std::string spec;
+  std::string x, y;
+  std::string params;
+  std::optional<uint64_t> seed;
+  std::string saveParams;
+  std::string dy, dx, dparams;
+  std::string target = "cpu";
+};
+
+void checkOptionCombinations(const LayerOptions& o) {
+  if (!o.params.empty() && o.seed) throw UserError("--params and --seed exclude each other: parameters are either loaded or initialised");
+  if (!o.params.empty() && !o.saveParams.empty())
+    throw UserError("--save-params saves freshly initialised parameters; it cannot be combined with --params");
+  if (o.dy.empty() && (!o.dx.empty() || !o.dparams.empty()))
+    throw UserError("--dx and --dparams need --dy (the output gradient)");
+  if (!o.dy.empty() && o.dx.empty() && o.dparams.empty())
+    throw UserError("--dy given but neither --dx nor --dparams says where to write gradients");
+}
+
+// Refuses outputs that cannot be written (missing directory, a directory in the way) or that
+// name the same file twice, before any work is done, so a failure leaves nothing behind.
+void checkOutputPaths(const LayerOptions& o) {
+  std::set<std::filesystem::path> seen;
+  for (const std::string* path : {&o.y, &o.dx, &o.dparams, &o.saveParams}) {
+    if (path->empty()) continue;
+    std::filesystem::path p = std::filesystem::absolute(*path).lexically_normal();
+    if (!seen.insert(p).second) throw UserError("output file '" + *path + "' is named twice");
+    std::filesystem::path dir = p.parent_path();
+    if (!std::filesystem::is_directory(dir))
+      throw UserError("cannot write '" + *path + "': directory '" + dir.string() + "' does not exist");
+    if (std::filesystem::is_directory(p)) throw UserError("cannot write '" + *path + "': it is a directory");
+  }
+}
+
+void runLayer(const LayerOptions& options) {
+  checkOptionCombinations(options);
+  ir::LayerProgram program = buildLayer(options.spec);
+  resolveTarget(options.target);
+  checkOutputPaths(options);
+
+  Tensor x = readNpy(options.x);
+  TensorMap params = options.params.empty()
+                         ? initLayerParams(program, options.seed.value_or(0), x.dtype())
+                         : readNpz(options.params);
+  std::optional<Tensor> dy;
+  if (!options.dy.empty()) dy = readNpy(options.dy);
+
+  // float64 if any input is float64, else float32; everything runs in that one dtype.
+  DType dtype = x.dtype();
+  for (const auto& [name, t] : params)
+    if (t.dtype() == DType::F64) dtype = DType::F64;
+  if (dy && dy->dtype() == DType::F64) dtype = DType::F64;
+  x = x.to(dtype);
+  for (auto& [name, t] : params) t = t.to(dtype);
+  if (dy) dy = dy->to(dtype);
+
+  if (!dy) {
+    Tensor y = referenceLayerForward(program, params, x);
+    writeNpy(options.y, y);
+  } else {
+    LayerGradients grads = referenceLayerBackward(program, params, x, *dy);
+    writeNpy(options.y, grads.y);
+    if (!options.dx.empty()) writeNpy(options.dx, grads.dx);
+    if (!options.dparams.empty()) writeNpz(options.dparams, grads.dparams);
+  }
+  if (!options.saveParams.empty()) writeNpz(options.saveParams, params);
+}
+
+}  // namespace
+
+void addLayerCommand(CLI::App& app) {
+  auto o = std::make_shared<LayerOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "layer",
+      "Run one structured layer on rows X (N x in) and write Y (N x out); with --dy also the "
+      "gradients of sum(Y * DY) with respect to X and every parameter");
+  cmd->add_option("SPEC", o->spec, "structure spec, e.g. 'btt(in=1024, out=1024, rank=4)'")->required();
+  cmd->add_option("-x,--input", o->x, "input rows X, .npy of shape (N, in)")->required();
+  cmd->add_option("-o,--output", o->y, "output rows Y, .npy of shape (N, out)")->required();
+  cmd->add_option("--params", o->params,
+                  ".npz with one array per parameter tensor, named as `einjit inspect` lists them");
+  cmd->add_option("--seed", o->seed, "initialise parameters with the muP init from this seed (default 0)");
+  cmd->add_option("--save-params", o->saveParams, "write the initialised parameters to this .npz");
+  cmd->add_option("--dy", o->dy, "output gradient DY, .npy of shape (N, out)");
+  cmd->add_option("--dx", o->dx, "write d sum(Y*DY) / dX here (.npy)");
+  cmd->add_option("--dparams", o->dparams, "write d sum(Y*DY) / dparam for every parameter here (.npz)");
+  cmd->add_option("--target", o->target, kTargetHelp)->capture_default_str();
+  cmd->callback([o] { runLayer(*o); });
+}
+
+}  // namespace einjit::cli

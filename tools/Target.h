@@ -1,0 +1,18 @@
+// Execution targets named on the command line (--target ref|cpu|cuda).
+#pragma once
+
+#include <string>
+
+namespace einjit::cli {
+
+enum class Target { Ref, Cpu, Cuda };
+
+inline const char* kTargetHelp =
+    "where to execute: ref (reference executor), cpu (falls back to ref until the CPU JIT "
+    "exists), cuda (not available yet)";
+
+// Resolves a --target value to the target that will actually run, telling the user on stderr
+// about any fallback. Throws UserError for targets that cannot run in this build.
+Target resolveTarget(const std::string& name);
+
+}  // namespace einjit::cli

@@ -1,0 +1,42 @@
+// einjit: run einsums, inspect structured-layer specs, run layers (see --help).
+#include <cstdio>
+#include <new>
+
+#include <CLI/CLI.hpp>
+
+#include "einjit/error.h"
+#include "tools/Commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "einjit: a JIT einsum compiler and runtime for structured linear layers.\n"
+      "Structure specs look like btt(in=1024, out=1024, rank=4); see README.md for the grammar."};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Print help for every subcommand");
+  einjit::cli::addRunCommand(app);
+  einjit::cli::addInspectCommand(app);
+  einjit::cli::addLayerCommand(app);
+  einjit::cli::addDemoCommand(app);
+
+  try {
+    app.parse(argc, argv);  // the selected subcommand's callback runs inside parse
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 1;
+  } catch (const einjit::SpecError& e) {
+    std::fprintf(stderr, "einjit: %s", e.render().c_str());
+    return 1;
+  } catch (const einjit::UserError& e) {
+    std::fprintf(stderr, "einjit: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "einjit: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "einjit: internal error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}
