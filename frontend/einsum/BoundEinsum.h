@@ -33,8 +33,8 @@ struct BoundEinsum {
 //   broadcasts against a larger one; ellipsis dims broadcast right-aligned, as in numpy;
 // - repeated labels inside one operand take a diagonal; labels absent from the output are summed.
 // Throws SpecError pointing at the offending label for: wrong operand count, rank mismatch,
-// size mismatch, an output label that no input has, a label repeated in the output, "..." in
-// the output when no input has one.
+// size mismatch, an output label that no input has, a label repeated in the output. As in
+// numpy, "..." in the output when no input has one stands for zero dimensions.
 BoundEinsum bindEinsum(const EinsumAST& ast, const std::vector<Shape>& shapes);
 
 }  // namespace einjit
