@@ -4,9 +4,12 @@
 // shapes) or parameter tensors (fixed shapes). Ops run in order; each defines one new value.
 // The input x has shape (N, dIn); the output y has shape (N, dOut).
 //
-// Example, low-rank(r): values x:(N,in) U:(in,r) V:(r,out) t:(N,r) y:(N,out)
-//   t = contract "ni,ir->nr" (x, U)
-//   y = contract "nr,ro->no" (t, V)
+// Equations of the built-in structures write the row axis as 'z' (the size letters of
+// structures.md, n among them, stay free for the other axes); see frontend/structures/*Builders.cpp.
+//
+// Example, low-rank(r): values x:(N,in) U:(in,r) V:(r,out) t1:(N,r) y:(N,out)
+//   t1 = contract "zi,ir->zr" (x, U)
+//   y  = contract "zr,ro->zo" (t1, V)
 #pragma once
 
 #include <cstdint>
@@ -40,7 +43,9 @@ struct Parameter {
   bool weightDecay = true;   // rank >= 2
   bool isScalarGain = false; // a weight-norm gamma: init 1, no decay, LR multiplier 1
   // Zeroed at init when the layer replaces a zero-initialised dense layer (residual output
-  // projection, LM head): the last core, or U for the theta-space low-rank exception.
+  // projection, LM head): the last core, i.e. the parameter consumed by the last contraction
+  // (einjit applies this to every structure; the einsum-search code's own low-rank class, which
+  // zeroes U instead, is not reproduced).
   bool zeroInitIfResidual = false;
 };
 
