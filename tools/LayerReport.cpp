@@ -1,6 +1,7 @@
 #include "tools/LayerReport.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 namespace einjit::cli {
 
@@ -32,12 +33,9 @@ std::string opLine(const ir::LayerProgram& program, const ir::Op& op) {
     case ir::OpKind::Reshape:
       detail = fmt::format("{} to {}", args, shapeText(op.shape));
       break;
-    case ir::OpKind::Permute: {
-      std::string perm;
-      for (std::size_t i = 0; i < op.perm.size(); ++i) perm += (i ? "," : "") + std::to_string(op.perm[i]);
-      detail = fmt::format("{} by [{}]", args, perm);
+    case ir::OpKind::Permute:
+      detail = fmt::format("{} by [{}]", args, fmt::join(op.perm, ","));
       break;
-    }
     case ir::OpKind::Pad:
     case ir::OpKind::Truncate:
       detail = fmt::format("{} axis {} to {}", args, op.axis, op.size);

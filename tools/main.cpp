@@ -1,6 +1,9 @@
 // einjit: run einsums, inspect structured-layer specs, run layers (see --help).
+#include <algorithm>
 #include <cstdio>
 #include <new>
+#include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -18,8 +21,16 @@ int main(int argc, char** argv) {
   einjit::cli::addLayerCommand(app);
   einjit::cli::addDemoCommand(app);
 
+  // An einsum with an empty first term starts with "->" (e.g. "->" on one scalar operand), which
+  // CLI11 would take for an option. No option starts with "->", and numpy allows spaces in
+  // einsums, so such an argument is passed on with a leading space.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (std::string& arg : args)
+    if (arg.rfind("->", 0) == 0) arg.insert(0, " ");
+  std::reverse(args.begin(), args.end());  // CLI11 takes the arguments in reverse order
+
   try {
-    app.parse(argc, argv);  // the selected subcommand's callback runs inside parse
+    app.parse(args);  // the selected subcommand's callback runs inside parse
   } catch (const CLI::Success& e) {
     return app.exit(e);  // --help
   } catch (const CLI::ParseError& e) {

@@ -202,7 +202,7 @@ TEST_F(CliTest, LayerOptionConflictsAndBadInputsLeaveNothing) {
   const std::string out = " -o " + path("y.npy");
   EXPECT_EQ(einjit("layer " + spec + " -x " + path("x.npy") + out + " --params p.npz --seed 3").status, 1);
   EXPECT_EQ(einjit("layer " + spec + " -x " + path("x.npy") + out + " --dx " + path("dx.npy")).status, 1);
-  Result wrongWidth = einjit("layer " + spec + " -x " + path("xbad.npy") + out);
+  Result wrongWidth = einjit("layer " + spec + " -x " + path("xbad.npy") + out + " --target ref");
   EXPECT_EQ(wrongWidth.status, 1);
   EXPECT_EQ(lineCount(wrongWidth.err), 1) << wrongWidth.err;
   Result noDir = einjit("layer " + spec + " -x " + path("x.npy") + " -o " + path("nodir/y.npy"));
