@@ -13,6 +13,22 @@
 namespace einjit {
 namespace {
 
+// How a case shows up in test names and failure messages: its spec, with unprintable bytes
+// escaped (the default would be a raw byte dump).
+std::string printableSpec(const std::string& spec) {
+  std::string out;
+  for (unsigned char c : spec) {
+    if (c >= 0x21 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      static const char* hex = "0123456789abcdef";
+      out += std::string("\\x") + hex[c >> 4] + hex[c & 0xf];
+    }
+  }
+  return out.empty() ? "<empty>" : out;
+}
+
+
 BoundEinsum bind(const std::string& spec, const std::vector<Shape>& shapes) {
   return bindEinsum(parseEinsum(spec), shapes);
 }
@@ -23,6 +39,8 @@ struct GoodCase {
   Shape numpyOutputShape;
   std::string canonical;
 };
+void PrintTo(const GoodCase& c, std::ostream* os) { *os << printableSpec(c.spec); }
+
 
 class EinsumBinderGood : public testing::TestWithParam<GoodCase> {};
 
@@ -218,6 +236,8 @@ struct BadCase {
   int column;
   std::vector<std::string> messageParts;
 };
+void PrintTo(const BadCase& c, std::ostream* os) { *os << printableSpec(c.spec); }
+
 
 class EinsumBinderError : public testing::TestWithParam<BadCase> {};
 

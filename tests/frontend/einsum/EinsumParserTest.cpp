@@ -9,6 +9,22 @@
 namespace einjit {
 namespace {
 
+// How a case shows up in test names and failure messages: its spec, with unprintable bytes
+// escaped (the default would be a raw byte dump).
+std::string printableSpec(const std::string& spec) {
+  std::string out;
+  for (unsigned char c : spec) {
+    if (c >= 0x21 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      static const char* hex = "0123456789abcdef";
+      out += std::string("\\x") + hex[c >> 4] + hex[c & 0xf];
+    }
+  }
+  return out.empty() ? "<empty>" : out;
+}
+
+
 // A term written back compactly: letters as themselves, the ellipsis as "...".
 std::string spell(const OperandSubscripts& term) {
   std::string text;
@@ -163,6 +179,8 @@ struct BadSpec {
   int column;
   std::string messagePart;
 };
+void PrintTo(const BadSpec& c, std::ostream* os) { *os << printableSpec(c.spec); }
+
 
 class EinsumParserError : public testing::TestWithParam<BadSpec> {};
 
