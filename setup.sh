@@ -13,6 +13,8 @@ PACKAGES=(
   clang libclang-rt-14-dev                      # libFuzzer targets
   libgtest-dev libgmock-dev                     # tests
   libfmt-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
+  libmlir-19-dev mlir-19-tools llvm-19-dev      # the CPU JIT (MLIR 19 + LLVM 19)
+  libopenblas-dev libbenchmark-dev              # CPU baselines in the benchmarks
   python3-numpy python3-torch                   # reference outputs in tests (/usr/bin/python3)
 )
 BUILD_DIR=${BUILD_DIR:-build}

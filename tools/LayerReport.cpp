@@ -43,6 +43,9 @@ std::string opLine(const ir::LayerProgram& program, const ir::Op& op) {
     case ir::OpKind::WeightNorm:
       detail = fmt::format("({}) sigma {:.4g} eps {:g}", args, op.normSigma, op.normEps);
       break;
+    case ir::OpKind::Add:
+      detail = args;
+      break;
   }
   std::string line = fmt::format("  {} = {} {}", valueRef(program, op.result), ir::opKindName(op.kind), detail);
   const Shape& shape = program.values.at(op.result).shape;
@@ -146,6 +149,8 @@ nlohmann::json layerJson(const ir::LayerProgram& program) {
       case ir::OpKind::WeightNorm:
         o["sigma"] = op.normSigma;
         o["eps"] = op.normEps;
+        break;
+      case ir::OpKind::Add:
         break;
     }
     j["ops"].push_back(o);

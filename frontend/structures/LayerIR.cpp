@@ -31,6 +31,8 @@ const char* opKindName(OpKind kind) {
       return "truncate";
     case OpKind::WeightNorm:
       return "weight_norm";
+    case OpKind::Add:
+      return "add";
   }
   return "unknown";
 }

@@ -56,6 +56,7 @@ enum class OpKind {
   Pad,         // result = inputs[0] zero-padded at the end of `axis` up to `size`
   Truncate,    // result = inputs[0] cut to the first `size` entries of `axis`
   WeightNorm,  // result = gamma * W / max(1, RMS(W)/sigma); inputs = {W} or {W, gamma}
+  Add,         // result = inputs[0] + inputs[1] (same shapes); gradient programs accumulate
 };
 
 const char* opKindName(OpKind kind);

@@ -123,7 +123,8 @@ Array run(const ir::LayerProgram& p, const std::map<std::string, Array>& params,
         break;
       }
       case ir::OpKind::Permute:
-        ADD_FAILURE() << "the builders emit no permute ops";
+      case ir::OpKind::Add:
+        ADD_FAILURE() << "the builders emit no " << ir::opKindName(op.kind) << " ops";
         return {};
     }
     EXPECT_EQ(out.shape.size(), p.values[op.result].shape.size());

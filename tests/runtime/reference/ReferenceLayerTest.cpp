@@ -144,6 +144,16 @@ ir::LayerProgram sharedValueProgram() {
   return b.finish(b.contract("ni,ni,ni->ni", {t, 0, bias}, "y", {kRows, 3}));
 }
 
+// A residual sum: y = x W + x, with x (N, 3), W (3, 3): Add, and x used twice.
+ir::LayerProgram residualProgram() {
+  ProgramBuilder b("residual-test", 3, 3);
+  const ir::ValueId w = b.param("W", {3, 3});
+  const ir::ValueId t = b.contract("ni,io->no", {0, w}, "t", {kRows, 3});
+  ir::Op add = unaryOp(ir::OpKind::Add, t);
+  add.inputs.push_back(0);
+  return b.finish(b.op(add, "y", {kRows, 3}));
+}
+
 TensorMap randomParams(const ir::LayerProgram& program, std::mt19937_64& rng, double scale = 1.0,
                        DType dtype = DType::F64) {
   TensorMap params;
@@ -226,6 +236,28 @@ TEST(ReferenceLayer, CyclicPermutationForwardAndGradients) {
       EXPECT_NEAR(y.get(n * 5 + o), expected, 1e-12);
     }
   expectGradientsMatchFiniteDifferences(program, params, x, randomTensor({2, 5}, rng));
+}
+
+TEST(ReferenceLayer, AddForwardAndGradients) {
+  const ir::LayerProgram program = residualProgram();
+  std::mt19937_64 rng(17);
+  const TensorMap params = randomParams(program, rng);
+  const Tensor& w = params.at("W");
+  const Tensor x = randomTensor({2, 3}, rng);
+  const Tensor y = referenceLayerForward(program, params, x);
+  for (int n = 0; n < 2; ++n)
+    for (int o = 0; o < 3; ++o) {
+      double expected = x.get(n * 3 + o);
+      for (int i = 0; i < 3; ++i) expected += x.get(n * 3 + i) * w.get(i * 3 + o);
+      EXPECT_NEAR(y.get(n * 3 + o), expected, 1e-12);
+    }
+  expectGradientsMatchFiniteDifferences(program, params, x, randomTensor({2, 3}, rng));
+
+  ir::LayerProgram mismatched = program;  // adds (N, 3) and (N, 2)
+  mismatched.values[mismatched.ops[0].result].shape = {kRows, 2};
+  mismatched.params[0].shape = mismatched.values[mismatched.params[0].value].shape = {3, 2};
+  TensorMap narrowParams = {{"W", randomTensor({3, 2}, rng)}};
+  EXPECT_THROW(referenceLayerForward(mismatched, narrowParams, x), UserError);
 }
 
 TEST(ReferenceLayer, WeightNormForwardInBothRegimes) {
