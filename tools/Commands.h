@@ -10,6 +10,7 @@ namespace einjit::cli {
 void addRunCommand(CLI::App& app);
 void addInspectCommand(CLI::App& app);
 void addLayerCommand(CLI::App& app);
+void addCompileCommand(CLI::App& app);
 void addDemoCommand(CLI::App& app);
 
 }  // namespace einjit::cli

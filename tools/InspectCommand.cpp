@@ -83,7 +83,7 @@ void addInspectCommand(CLI::App& app) {
   cmd->add_option("SPEC", options->spec,
                   "structure spec, e.g. 'btt(in=1024, out=1024, rank=4)', or a classic einsum")
       ->required();
-  cmd->add_option("--shapes", options->shapes,
+  cmd->add_option("--shapes,--shape", options->shapes,
                   "operand shapes for a classic einsum, e.g. 10x100,100x5,5x50 (a scalar: '')");
   cmd->add_flag("--json", options->json, "print JSON instead of a table");
   cmd->callback([options] { inspect(*options); });

@@ -5,6 +5,7 @@
 #include <set>
 #include <string>
 
+#include "compiler/cpu/CpuBackend.h"
 #include "frontend/structures/Structures.h"
 #include "runtime/io/Npy.h"
 #include "runtime/reference/ReferenceExecutor.h"
@@ -53,7 +54,7 @@ void checkOutputPaths(const LayerOptions& o) {
 void runLayer(const LayerOptions& options) {
   checkOptionCombinations(options);
   ir::LayerProgram program = buildLayer(options.spec);
-  resolveTarget(options.target);
+  const bool onCpu = resolveTarget(options.target) == Target::Cpu;
   checkOutputPaths(options);
 
   Tensor x = readNpy(options.x);
@@ -73,10 +74,11 @@ void runLayer(const LayerOptions& options) {
   if (dy) dy = dy->to(dtype);
 
   if (!dy) {
-    Tensor y = referenceLayerForward(program, params, x);
+    Tensor y = onCpu ? cpu::cpuLayerForward(program, params, x) : referenceLayerForward(program, params, x);
     writeNpy(options.y, y);
   } else {
-    LayerGradients grads = referenceLayerBackward(program, params, x, *dy);
+    LayerGradients grads = onCpu ? cpu::cpuLayerBackward(program, params, x, *dy)
+                                 : referenceLayerBackward(program, params, x, *dy);
     writeNpy(options.y, grads.y);
     if (!options.dx.empty()) writeNpy(options.dx, grads.dx);
     if (!options.dparams.empty()) writeNpz(options.dparams, grads.dparams);

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "compiler/cpu/CpuBackend.h"
 #include "compiler/planner/ContractionPlan.h"
 #include "frontend/einsum/BoundEinsum.h"
 #include "runtime/io/Npy.h"
@@ -30,7 +31,7 @@ void runEinsum(const RunOptions& options) {
     shapes.push_back(operands.back().shape());
   }
   BoundEinsum einsum = bindEinsum(ast, shapes);
-  resolveTarget(options.target);
+  const Target target = resolveTarget(options.target);
 
   DType dtype = DType::F32;
   std::vector<const Tensor*> pointers;
@@ -39,7 +40,8 @@ void runEinsum(const RunOptions& options) {
     pointers.push_back(&t);
   }
   ContractionPlan plan = planContraction(einsum.inputLabels, einsum.outputLabels, einsum.labelSize);
-  Tensor result = referenceEinsum(einsum, plan, pointers, dtype);
+  Tensor result = target == Target::Cpu ? cpu::cpuEinsum(einsum, plan, pointers, dtype)
+                                        : referenceEinsum(einsum, plan, pointers, dtype);
   writeNpy(options.output, result);
 }
 

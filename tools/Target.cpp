@@ -1,17 +1,12 @@
 #include "tools/Target.h"
 
-#include <cstdio>
-
 #include "einjit/error.h"
 
 namespace einjit::cli {
 
 Target resolveTarget(const std::string& name) {
   if (name == "ref") return Target::Ref;
-  if (name == "cpu") {
-    std::fprintf(stderr, "einjit: note: the cpu JIT target is not built yet; using the reference executor\n");
-    return Target::Ref;
-  }
+  if (name == "cpu") return Target::Cpu;
   if (name == "cuda")
     throw UserError("target 'cuda' is not available in this build (CUDA code generation is not implemented yet)");
   throw UserError("unknown target '" + name + "' (expected ref, cpu or cuda)");

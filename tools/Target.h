@@ -8,11 +8,10 @@ namespace einjit::cli {
 enum class Target { Ref, Cpu, Cuda };
 
 inline const char* kTargetHelp =
-    "where to execute: ref (reference executor), cpu (falls back to ref until the CPU JIT "
-    "exists), cuda (not available yet)";
+    "where to execute: ref (reference executor), cpu (MLIR JIT for this CPU, the default), "
+    "cuda (not available yet)";
 
-// Resolves a --target value to the target that will actually run, telling the user on stderr
-// about any fallback. Throws UserError for targets that cannot run in this build.
+// Resolves a --target value. Throws UserError for targets that cannot run in this build.
 Target resolveTarget(const std::string& name);
 
 }  // namespace einjit::cli

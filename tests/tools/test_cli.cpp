@@ -104,11 +104,30 @@ TEST_F(CliTest, RunMatmulWritesFloat32AndFloat64ByTheDtypeRule) {
   EXPECT_EQ(einjit::readNpy(path("c64.npy")).dtype(), einjit::DType::F64);
 }
 
-TEST_F(CliTest, CpuTargetFallsBackToReferenceAndSaysSo) {
-  save("a.npy", iota(einjit::DType::F32, {3, 3}));
-  Result r = einjit("run ii " + path("a.npy") + " -o " + path("t.npy") + " --target cpu");
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_NE(r.err.find("reference"), std::string::npos);
+TEST_F(CliTest, CpuTargetAgreesWithReference) {
+  save("a.npy", iota(einjit::DType::F32, {3, 4}));
+  save("b.npy", iota(einjit::DType::F32, {4, 5}));
+  for (const char* target : {"cpu", "ref"}) {
+    Result r = einjit(std::string("run 'ij,jk->ki' ") + path("a.npy") + " " + path("b.npy") + " -o " +
+                      path(std::string(target) + ".npy") + " --target " + target);
+    ASSERT_EQ(r.status, 0) << r.err;
+  }
+  einjit::Tensor cpu = einjit::readNpy(path("cpu.npy")), ref = einjit::readNpy(path("ref.npy"));
+  ASSERT_EQ(cpu.shape(), (einjit::Shape{5, 3}));
+  for (int64_t i = 0; i < cpu.numel(); ++i) EXPECT_NEAR(cpu.get(i), ref.get(i), 1e-5);
+}
+
+TEST_F(CliTest, CompileEmitsEveryStage) {
+  const std::string spec = "'btt(in=64, out=64, rank=2)'";
+  EXPECT_NE(einjit("compile " + spec + " --emit mlir").out.find("linalg.generic"), std::string::npos);
+  EXPECT_NE(einjit("compile " + spec + " --emit mlir-lowered").out.find("llvm."), std::string::npos);
+  EXPECT_NE(einjit("compile " + spec + " --emit llvm --backward").out.find("define"), std::string::npos);
+  EXPECT_NE(einjit("compile 'ij,jk' --shapes 8x16,16x4 --emit asm").out.find("vfmadd"), std::string::npos);
+  Result obj = einjit("compile " + spec + " --emit obj -o " + path("k.o"));
+  ASSERT_EQ(obj.status, 0) << obj.err;
+  EXPECT_EQ(slurp(path("k.o")).substr(0, 4), "\x7f" "ELF");
+  EXPECT_EQ(einjit("compile " + spec + " --emit obj").status, 1);  // binary needs -o
+  EXPECT_EQ(einjit("compile " + spec + " --emit wasm").status, 1);
 }
 
 TEST_F(CliTest, CudaTargetIsAClearErrorForNow) {

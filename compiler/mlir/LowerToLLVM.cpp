@@ -1,0 +1,178 @@
+// From the scheduled module (tensors, vectors, loops) to LLVM IR: empty-tensor elimination,
+// one-shot bufferisation (in place into the argument buffers), alloc hoisting and deallocation,
+// copies as loops, vector lowering (contract -> outer products -> FMAs, masks, transfers), the
+// standard conversions to the LLVM dialect, and translation.
+// The translated body is wrapped in the entry point of CpuCodegen.h.
+#include "compiler/mlir/CodegenStages.h"
+#include "compiler/mlir/CpuCodegen.h"
+#include "einjit/error.h"
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/Module.h"
+#include "mlir/Conversion/AffineToStandard/AffineToStandard.h"
+#include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
+#include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
+#include "mlir/Conversion/FuncToLLVM/ConvertFuncToLLVMPass.h"
+#include "mlir/Conversion/IndexToLLVM/IndexToLLVM.h"
+#include "mlir/Conversion/MemRefToLLVM/MemRefToLLVM.h"
+#include "mlir/Conversion/ReconcileUnrealizedCasts/ReconcileUnrealizedCasts.h"
+#include "mlir/Conversion/SCFToControlFlow/SCFToControlFlow.h"
+#include "mlir/Conversion/VectorToLLVM/ConvertVectorToLLVMPass.h"
+#include "mlir/Conversion/VectorToSCF/VectorToSCF.h"
+#include "mlir/Dialect/Bufferization/Pipelines/Passes.h"
+#include "mlir/Dialect/Bufferization/Transforms/OneShotAnalysis.h"
+#include "mlir/Dialect/Bufferization/Transforms/Passes.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/Dialect/Vector/Transforms/LoweringPatterns.h"
+#include "mlir/Dialect/Vector/Transforms/VectorRewritePatterns.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "mlir/Transforms/Passes.h"
+
+namespace einjit::cpu::detail {
+namespace {
+
+void runPasses(mlir::ModuleOp module, mlir::PassManager& pm, const char* what) {
+  if (mlir::failed(pm.run(module))) throw UserError(std::string("cpu codegen: ") + what + " failed");
+}
+
+// Vector ops the LLVM conversion does not take directly: contractions become outer products
+// and then FMAs on 1-D vectors (one per row of the register tile), masks and n-D transfers
+// become 1-D ones. Two rounds: the broadcast lowering of the second and the canonicalisations
+// of the first undo each other.
+void lowerVectorOps(mlir::ModuleOp module) {
+  mlir::MLIRContext* context = module.getContext();
+  // A bound instead of a hang should a pattern set ever cycle; whatever is left unlowered
+  // makes the conversion to the LLVM dialect fail.
+  mlir::GreedyRewriteConfig config;
+  config.maxNumRewrites = 1'000'000;
+
+  mlir::RewritePatternSet contractions(context);
+  mlir::vector::VectorTransformsOptions options;
+  options.setVectorTransformsOptions(mlir::vector::VectorContractLowering::OuterProduct);
+  mlir::vector::populateCastAwayVectorLeadingOneDimPatterns(contractions);
+  mlir::vector::populateVectorContractLoweringPatterns(contractions, options);
+  auto* vector = context->getLoadedDialect<mlir::vector::VectorDialect>();
+  vector->getCanonicalizationPatterns(contractions);
+  for (mlir::RegisteredOperationName op : context->getRegisteredOperations())
+    if (&op.getDialect() == vector) op.getCanonicalizationPatterns(contractions, context);
+  (void)mlir::applyPatternsAndFoldGreedily(module, std::move(contractions), config);
+
+  mlir::RewritePatternSet rest(context);
+  mlir::vector::populateVectorMaskLoweringPatternsForSideEffectingOps(rest);
+  mlir::vector::populateVectorTransferLoweringPatterns(rest, /*maxTransferRank=*/1);
+  mlir::vector::populateVectorOuterProductLoweringPatterns(rest);
+  mlir::vector::populateVectorBroadcastLoweringPatterns(rest);
+  mlir::vector::populateVectorMaskOpLoweringPatterns(rest);
+  mlir::vector::populateVectorShapeCastLoweringPatterns(rest);
+  (void)mlir::applyPatternsAndFoldGreedily(module, std::move(rest), config);
+}
+
+// memref.copy of strided views lowers to a call into MLIR's runtime library, which a kernel
+// object cannot rely on; linalg.copy becomes plain loops instead.
+void replaceMemrefCopies(mlir::ModuleOp module) {
+  llvm::SmallVector<mlir::memref::CopyOp> copies;
+  module.walk([&](mlir::memref::CopyOp copy) { copies.push_back(copy); });
+  mlir::IRRewriter rewriter(module.getContext());
+  for (mlir::memref::CopyOp copy : copies) {
+    rewriter.setInsertionPoint(copy);
+    rewriter.replaceOpWithNewOp<mlir::linalg::CopyOp>(copy, copy.getSource(), copy.getTarget());
+  }
+}
+
+}  // namespace
+
+void lowerToLLVMDialect(mlir::ModuleOp module) {
+  mlir::MLIRContext* context = module.getContext();
+  {
+    mlir::PassManager pm(context);
+    pm.addPass(mlir::bufferization::createEmptyTensorEliminationPass());
+    mlir::bufferization::OneShotBufferizationOptions options;
+    options.allowReturnAllocsFromLoops = true;
+    pm.addPass(mlir::bufferization::createOneShotBufferizePass(options));
+    pm.addPass(mlir::createCanonicalizerPass());
+    pm.addPass(mlir::createCSEPass());
+    pm.addNestedPass<mlir::func::FuncOp>(mlir::bufferization::createBufferLoopHoistingPass());
+    mlir::bufferization::BufferDeallocationPipelineOptions deallocation;
+    mlir::bufferization::buildBufferDeallocationPipeline(pm, deallocation);
+    pm.addPass(mlir::createCanonicalizerPass());
+    runPasses(module, pm, "bufferization");
+  }
+  replaceMemrefCopies(module);
+  lowerVectorOps(module);
+  {
+    mlir::PassManager pm(context);
+    pm.addPass(mlir::createCanonicalizerPass());
+    pm.addPass(mlir::createCSEPass());
+    mlir::VectorTransferToSCFOptions toScf;
+    toScf.enableFullUnroll(true);
+    pm.addPass(mlir::createConvertVectorToSCFPass(toScf));
+    pm.addPass(mlir::createConvertLinalgToLoopsPass());
+    pm.addPass(mlir::memref::createExpandStridedMetadataPass());
+    pm.addPass(mlir::createLowerAffinePass());
+    pm.addPass(mlir::createConvertSCFToCFPass());
+    pm.addPass(mlir::createConvertVectorToLLVMPass());
+    pm.addPass(mlir::createFinalizeMemRefToLLVMConversionPass());
+    pm.addPass(mlir::createArithToLLVMConversionPass());
+    pm.addPass(mlir::createConvertIndexToLLVMPass());
+    pm.addPass(mlir::createConvertControlFlowToLLVMPass());
+    pm.addPass(mlir::createConvertFuncToLLVMPass());
+    pm.addPass(mlir::createReconcileUnrealizedCastsPass());
+    pm.addPass(mlir::createCanonicalizerPass());
+    runPasses(module, pm, "lowering to the LLVM dialect");
+  }
+}
+
+std::unique_ptr<llvm::Module> translateToLLVMIR(mlir::ModuleOp module, llvm::LLVMContext& context,
+                                                const KernelProgram& program) {
+  std::unique_ptr<llvm::Module> llvmModule = mlir::translateModuleToLLVMIR(module, context, program.name);
+  if (!llvmModule) throw UserError("cpu codegen: translation to LLVM IR failed");
+  llvm::Function* body = llvmModule->getFunction(kBodySymbol);
+  if (!body) throw UserError("cpu codegen: the kernel body is missing after lowering");
+
+  // The body takes each memref expanded (allocated and aligned pointer, offset, sizes, strides)
+  // and the row count; the entry point rebuilds those from one pointer per buffer.
+  body->setLinkage(llvm::GlobalValue::InternalLinkage);
+  body->addFnAttr(llvm::Attribute::AlwaysInline);
+  llvm::Type* ptrType = llvm::PointerType::getUnqual(context);
+  llvm::Type* i64 = llvm::Type::getInt64Ty(context);
+  auto* entry = llvm::Function::Create(
+      llvm::FunctionType::get(llvm::Type::getVoidTy(context), {ptrType, i64}, false),
+      llvm::GlobalValue::ExternalLinkage, kEntrySymbol, llvmModule.get());
+  llvm::Argument* buffers = entry->getArg(0);
+  llvm::Argument* rows = entry->getArg(1);
+  buffers->setName("buffers");
+  rows->setName("rows");
+  llvm::IRBuilder<> b(llvm::BasicBlock::Create(context, "entry", entry));
+
+  std::vector<ir::ValueId> ids = program.inputs;
+  ids.insert(ids.end(), program.outputs.begin(), program.outputs.end());
+  std::vector<llvm::Value*> args;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const Shape& shape = program.values[ids[i]].shape;
+    llvm::Value* slot = b.CreateConstGEP1_64(ptrType, buffers, i);
+    llvm::Value* pointer = b.CreateLoad(ptrType, slot);
+    // Buffers do not overlap (CpuCodegen.h): tell LLVM through the aligned pointer.
+    body->addParamAttr(static_cast<unsigned>(args.size() + 1), llvm::Attribute::NoAlias);
+    args.push_back(pointer);
+    args.push_back(pointer);
+    args.push_back(b.getInt64(0));
+    for (int64_t d : shape) args.push_back(d == ir::kRows ? static_cast<llvm::Value*>(rows) : b.getInt64(d));
+    std::vector<int64_t> strides(shape.size(), 1);
+    for (std::size_t d = shape.size(); d-- > 1;) strides[d - 1] = strides[d] * shape[d];
+    for (int64_t stride : strides) args.push_back(b.getInt64(stride));
+  }
+  args.push_back(rows);
+  if (args.size() != body->arg_size())
+    throw UserError("cpu codegen: the kernel body has an unexpected signature");
+  b.CreateCall(body, args);
+  b.CreateRetVoid();
+  return llvmModule;
+}
+
+}  // namespace einjit::cpu::detail

@@ -1,0 +1,393 @@
+// The CPU code generator end to end: kernel programs (built by hand, and the kernels of real
+// layers) compiled to objects, loaded, called, and compared with the reference interpreter of
+// kernel programs; the text of every stage; the loader's checks.
+#include "compiler/mlir/CpuCodegen.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <thread>
+
+#include "einjit/error.h"
+#include "frontend/structures/Structures.h"
+#include "runtime/reference/ReferenceKernelProgram.h"
+
+namespace einjit::cpu {
+namespace {
+
+constexpr int64_t N = ir::kRows;
+
+// Builds a KernelProgram value by value, op by op.
+class ProgramBuilder {
+ public:
+  ProgramBuilder(const std::string& name, DType dtype) {
+    program.name = name;
+    program.dtype = dtype;
+  }
+
+  ir::ValueId input(const std::string& name, const Shape& shape) {
+    const ir::ValueId id = value(name, shape);
+    program.inputs.push_back(id);
+    return id;
+  }
+  ir::ValueId contract(const std::string& name, const std::string& equation,
+                       const std::vector<ir::ValueId>& inputs, const Shape& shape) {
+    ir::Op op;
+    op.kind = ir::OpKind::Contract;
+    op.equation = equation;
+    op.inputs = inputs;
+    return add(op, name, shape);
+  }
+  ir::ValueId reshape(const std::string& name, ir::ValueId in, const Shape& shape) {
+    ir::Op op;
+    op.kind = ir::OpKind::Reshape;
+    op.inputs = {in};
+    op.shape = shape;
+    return add(op, name, shape);
+  }
+  ir::ValueId permute(const std::string& name, ir::ValueId in, const std::vector<int>& perm) {
+    ir::Op op;
+    op.kind = ir::OpKind::Permute;
+    op.inputs = {in};
+    op.perm = perm;
+    Shape shape;
+    for (int axis : perm) shape.push_back(program.values[in].shape[axis]);
+    return add(op, name, shape);
+  }
+  ir::ValueId resize(ir::OpKind kind, const std::string& name, ir::ValueId in, int axis, int64_t size) {
+    ir::Op op;
+    op.kind = kind;
+    op.inputs = {in};
+    op.axis = axis;
+    op.size = size;
+    Shape shape = program.values[in].shape;
+    shape[axis] = size;
+    return add(op, name, shape);
+  }
+  ir::ValueId sum(const std::string& name, ir::ValueId a, ir::ValueId b) {
+    ir::Op op;
+    op.kind = ir::OpKind::Add;
+    op.inputs = {a, b};
+    return add(op, name, program.values[a].shape);
+  }
+  void output(ir::ValueId id) { program.outputs.push_back(id); }
+
+  KernelProgram program;
+
+ private:
+  ir::ValueId value(const std::string& name, const Shape& shape) {
+    program.values.push_back(ir::Value{name, shape});
+    return static_cast<ir::ValueId>(program.values.size() - 1);
+  }
+  ir::ValueId add(ir::Op op, const std::string& name, const Shape& shape) {
+    op.result = value(name, shape);
+    program.ops.push_back(op);
+    return op.result;
+  }
+};
+
+Shape withRows(Shape shape, int64_t rows) {
+  for (int64_t& extent : shape)
+    if (extent == N) extent = rows;
+  return shape;
+}
+
+Tensor randomTensor(DType dtype, const Shape& shape, uint64_t seed) {
+  Tensor tensor(dtype, shape);
+  std::mt19937_64 engine(seed);
+  std::uniform_real_distribution<double> uniform(-1.0, 1.0);
+  for (int64_t i = 0; i < tensor.numel(); ++i) tensor.set(i, uniform(engine));
+  return tensor;
+}
+
+// Every element within rel * max|expected| (at least rel) of the expected one.
+void expectClose(const Tensor& actual, const Tensor& expected, double rel, const std::string& what) {
+  ASSERT_EQ(actual.shape(), expected.shape()) << what;
+  double largest = 1.0;
+  for (int64_t i = 0; i < expected.numel(); ++i) largest = std::max(largest, std::fabs(expected.get(i)));
+  int64_t bad = 0;
+  for (int64_t i = 0; i < actual.numel(); ++i) {
+    const double error = std::fabs(actual.get(i) - expected.get(i));
+    if (!(error <= rel * largest) && bad++ < 5)
+      ADD_FAILURE() << what << ": element " << i << " is " << actual.get(i) << ", expected "
+                    << expected.get(i);
+  }
+  EXPECT_EQ(bad, 0) << what;
+}
+
+// Compiles `program` once, then for every row count runs it on random inputs (outputs start as
+// NaN, so anything not written shows) and compares with referenceRunKernel.
+void expectMatchesReference(const KernelProgram& program, const std::vector<int64_t>& rowCounts) {
+  const std::unique_ptr<LoadedKernel> kernel = loadObject(compileToObject(program), program);
+  const double rel = program.dtype == DType::F32 ? 1e-4 : 1e-11;
+  for (int64_t rows : rowCounts) {
+    std::vector<Tensor> inputs, outputs;
+    std::vector<void*> buffers;
+    for (std::size_t i = 0; i < program.inputs.size(); ++i)
+      inputs.push_back(randomTensor(program.dtype, withRows(program.values[program.inputs[i]].shape, rows),
+                                    1000 * static_cast<uint64_t>(rows) + i));
+    for (ir::ValueId id : program.outputs) {
+      outputs.emplace_back(program.dtype, withRows(program.values[id].shape, rows));
+      for (int64_t e = 0; e < outputs.back().numel(); ++e)
+        outputs.back().set(e, std::numeric_limits<double>::quiet_NaN());
+    }
+    for (Tensor& tensor : inputs) buffers.push_back(tensor.raw());
+    for (Tensor& tensor : outputs) buffers.push_back(tensor.raw());
+    kernel->call(rows, buffers);
+
+    std::vector<const Tensor*> inputPointers;
+    for (const Tensor& tensor : inputs) inputPointers.push_back(&tensor);
+    const std::vector<Tensor> expected = referenceRunKernel(program, rows, inputPointers);
+    ASSERT_EQ(expected.size(), outputs.size());
+    for (std::size_t k = 0; k < outputs.size(); ++k)
+      expectClose(outputs[k], expected[k], rel,
+                  program.name + " output " + std::to_string(k) + " rows " + std::to_string(rows));
+  }
+}
+
+const std::vector<int64_t> kRowCounts = {0, 1, 7, 64};
+
+KernelProgram matmul(DType dtype, int64_t in, int64_t out) {
+  ProgramBuilder b("matmul", dtype);
+  const auto x = b.input("x", {N, in});
+  const auto w = b.input("W", {in, out});
+  b.output(b.contract("y", "zi,io->zo", {x, w}, {N, out}));
+  return b.program;
+}
+
+// btt(in = m1*m0, out = n0*n1, rank r) forward, as docs/layouts.md writes it.
+KernelProgram bttForward(DType dtype, int64_t m, int64_t n, int64_t r) {
+  ProgramBuilder b("btt_forward", dtype);
+  const auto x = b.input("x", {N, m * m});
+  const auto w0 = b.input("W0", {m, m, n, r});
+  const auto w1 = b.input("W1", {n, m, r, n});
+  const auto xv = b.reshape("x_view", x, {N, m, m});
+  const auto z = b.contract("Z", "zab,abcr->zacr", {xv, w0}, {N, m, n, r});
+  const auto y3 = b.contract("y_view", "zacr,card->zcd", {z, w1}, {N, n, n});
+  b.output(b.reshape("y", y3, {N, n * n}));
+  return b.program;
+}
+
+TEST(CpuCodegen, MatmulF32) { expectMatchesReference(matmul(DType::F32, 64, 48), kRowCounts); }
+TEST(CpuCodegen, MatmulF64) { expectMatchesReference(matmul(DType::F64, 64, 48), kRowCounts); }
+TEST(CpuCodegen, MatmulOddSizes) { expectMatchesReference(matmul(DType::F32, 13, 7), kRowCounts); }
+TEST(CpuCodegen, MatmulLarge) { expectMatchesReference(matmul(DType::F32, 1024, 1024), {1, 300}); }
+
+// The weight is read along its rows (V is not its last dim), so the kernel packs it first.
+TEST(CpuCodegen, TransposedWeight) {
+  for (DType dtype : {DType::F32, DType::F64}) {
+    ProgramBuilder b("transposed", dtype);
+    const auto dy = b.input("dy", {N, 48});
+    const auto w = b.input("W", {64, 48});
+    b.output(b.contract("dx", "zo,io->zi", {dy, w}, {N, 64}));
+    expectMatchesReference(b.program, {0, 1, 7, 64, 300});
+  }
+}
+
+TEST(CpuCodegen, BatchedContractionWithPermutedOutput) {
+  for (DType dtype : {DType::F32, DType::F64}) {
+    ProgramBuilder b("batched", dtype);
+    const auto x = b.input("x", {N, 3, 5, 6});
+    const auto w = b.input("W", {3, 6, 4});
+    b.output(b.contract("y", "zbij,bjk->zkbi", {x, w}, {N, 4, 3, 5}));
+    expectMatchesReference(b.program, kRowCounts);
+  }
+}
+
+TEST(CpuCodegen, DiagonalAndTrace) {
+  ProgramBuilder b("diagonal", DType::F32);
+  const auto x = b.input("x", {N, 5, 5});
+  const auto m = b.input("M", {4, 4});
+  b.output(b.contract("diag", "zii->zi", {x}, {N, 5}));
+  b.output(b.contract("trace", "zii->z", {x}, {N}));
+  b.output(b.contract("trace_m", "ii->", {m}, {}));
+  b.output(b.contract("diag_product", "zii,ij->zj", {x, b.input("W", {5, 3})}, {N, 3}));
+  expectMatchesReference(b.program, kRowCounts);
+}
+
+TEST(CpuCodegen, BroadcastSizeOneDims) {
+  ProgramBuilder b("broadcast", DType::F32);
+  const auto x = b.input("x", {N, 4, 8});
+  const auto w = b.input("W", {1, 8});
+  const auto v = b.input("v", {1, 4});
+  b.output(b.contract("scaled", "zab,ab->zab", {x, w}, {N, 4, 8}));
+  b.output(b.contract("sum_rows", "za,za->a", {b.input("y", {N, 4}), v}, {4}));
+  expectMatchesReference(b.program, kRowCounts);
+}
+
+TEST(CpuCodegen, ReshapePermutePadTruncateAdd) {
+  for (DType dtype : {DType::F32, DType::F64}) {
+    ProgramBuilder b("views", dtype);
+    const auto x = b.input("x", {N, 12});
+    const auto w = b.input("W", {5, 5});
+    const auto t = b.reshape("t", x, {N, 3, 4});
+    const auto p = b.permute("p", t, {0, 2, 1});                            // (N, 4, 3)
+    const auto padded = b.resize(ir::OpKind::Pad, "padded", p, 2, 5);       // (N, 4, 5)
+    const auto cut = b.resize(ir::OpKind::Truncate, "cut", padded, 1, 3);  // (N, 3, 5)
+    const auto mixed = b.contract("mixed", "zab,bc->zac", {cut, w}, {N, 3, 5});
+    const auto total = b.sum("total", cut, mixed);
+    b.output(b.reshape("y", total, {N, 15}));
+    b.output(b.permute("wt", w, {1, 0}));
+    expectMatchesReference(b.program, kRowCounts);
+  }
+}
+
+TEST(CpuCodegen, BttForwardSmall) {
+  expectMatchesReference(bttForward(DType::F32, 4, 4, 2), kRowCounts);
+  expectMatchesReference(bttForward(DType::F64, 4, 4, 2), kRowCounts);
+}
+
+TEST(CpuCodegen, BttForward1024) { expectMatchesReference(bttForward(DType::F32, 32, 32, 4), {1, 7, 100}); }
+
+TEST(CpuCodegen, SumOverRowsAccumulatesAcrossRowTiles) {
+  for (DType dtype : {DType::F32, DType::F64}) {
+    ProgramBuilder b("weight_gradient", dtype);
+    const auto x = b.input("x", {N, 6});
+    const auto dy = b.input("dy", {N, 40});
+    const auto dw = b.contract("dW", "zi,zo->io", {x, dy}, {6, 40});
+    b.output(dw);
+    b.output(b.sum("dW_twice", dw, dw));
+    expectMatchesReference(b.program, {0, 1, 7, 64, 600});
+  }
+}
+
+TEST(CpuCodegen, StaticEinsumWithoutRows) {
+  ProgramBuilder b("einsum", DType::F64);
+  const auto a = b.input("A", {7, 9});
+  const auto c = b.input("B", {9, 33});
+  const auto ab = b.contract("AB", "ij,jk->ik", {a, c}, {7, 33});
+  b.output(b.contract("ABt", "ik,lk->il", {ab, b.input("C", {5, 33})}, {7, 5}));
+  expectMatchesReference(b.program, {0, 3});
+}
+
+TEST(CpuCodegen, KernelsOfEveryStructure) {
+  for (const char* spec : {"dense(in=8, out=6)", "lowrank(in=12, out=20, rank=3)", "kron(in=12, out=20)",
+                           "tt(in=12, out=20, rank=2, cores=3)", "monarch(in=16, out=20, blocks=4)",
+                           "btt(in=12, out=20, rank=2)", "btt(in=24, out=30, rank=2, cores=3)",
+                           "dense(in=8, out=6, norm=true)"}) {
+    SCOPED_TRACE(spec);
+    const ir::LayerProgram layer = buildLayer(spec);
+    for (DType dtype : {DType::F32, DType::F64}) {
+      expectMatchesReference(forwardKernel(layer, dtype), kRowCounts);
+      expectMatchesReference(backwardKernel(layer, dtype), kRowCounts);
+    }
+  }
+}
+
+// The backend compiles on several threads at once: every compilation has its own state.
+TEST(CpuCodegen, CompilesOnSeveralThreadsAtOnce) {
+  std::vector<KernelProgram> programs = {matmul(DType::F32, 64, 48), bttForward(DType::F64, 4, 4, 2),
+                                         matmul(DType::F64, 13, 7), bttForward(DType::F32, 8, 8, 2)};
+  std::vector<std::string> objects(programs.size());
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < programs.size(); ++i)
+    threads.emplace_back([&, i] { objects[i] = compileToObject(programs[i]); });
+  for (std::thread& thread : threads) thread.join();
+  for (std::size_t i = 0; i < programs.size(); ++i) {
+    EXPECT_EQ(objects[i], compileToObject(programs[i])) << programs[i].name;
+    expectMatchesReference(programs[i], {0, 9});
+  }
+}
+
+// --- stages -------------------------------------------------------------------------------------
+
+bool hostHasAvx512() { return codegenIdentity().find("+avx512f") != std::string::npos; }
+
+bool hasLineWith(const std::string& text, const std::string& a, const std::string& b) {
+  for (std::size_t start = 0; start < text.size();) {
+    const std::size_t end = std::min(text.find('\n', start), text.size());
+    const std::string line = text.substr(start, end - start);
+    if (line.find(a) != std::string::npos && line.find(b) != std::string::npos) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+TEST(CpuCodegenStages, EveryStageShowsItsForm) {
+  const KernelProgram program = bttForward(DType::F32, 8, 8, 2);
+  const std::string mlir = emitStage(program, EmitStage::Mlir);
+  EXPECT_NE(mlir.find("linalg.generic"), std::string::npos);
+  EXPECT_NE(mlir.find("\"reduction\""), std::string::npos);
+  EXPECT_NE(mlir.find("tensor<?x8x8xf32>"), std::string::npos);
+  EXPECT_NE(mlir.find("\"Z\""), std::string::npos) << "values keep their names as locations";
+
+  const std::string lowered = emitStage(program, EmitStage::LoweredMlir);
+  EXPECT_NE(lowered.find("llvm.func @einjit_body"), std::string::npos);
+  EXPECT_EQ(lowered.find("linalg."), std::string::npos);
+  EXPECT_NE(lowered.find("llvm.intr.fmuladd"), std::string::npos);
+
+  const std::string llvmIr = emitStage(program, EmitStage::Llvm);
+  EXPECT_NE(llvmIr.find("define void @einjit_kernel(ptr"), std::string::npos);
+
+  const std::string assembly = emitStage(program, EmitStage::Asm);
+  EXPECT_NE(assembly.find("einjit_kernel:"), std::string::npos);
+  EXPECT_TRUE(hasLineWith(assembly, "vfmadd", hostHasAvx512() ? "%zmm" : "%ymm"));
+
+  const std::string object = emitStage(program, EmitStage::Obj);
+  EXPECT_EQ(object.substr(0, 4), "\x7f" "ELF");
+  EXPECT_EQ(object, compileToObject(program)) << "compilation is deterministic";
+}
+
+TEST(CpuCodegenStages, MatmulInnerLoopIsRegisterBlockedFma) {
+  const std::string assembly = emitStage(matmul(DType::F32, 1024, 1024), EmitStage::Asm);
+  const std::string fma = hostHasAvx512() ? "vfmadd231ps\t%zmm" : "vfmadd231ps\t%ymm";
+  // A register tile of 8 rows x 2 vectors: 16 FMAs into accumulators with nothing stored between.
+  const auto first = assembly.find(fma);
+  ASSERT_NE(first, std::string::npos);
+  const std::string block = assembly.substr(first, 2000);
+  int fmas = 0;
+  for (std::size_t at = block.find(fma); at != std::string::npos; at = block.find(fma, at + 1)) ++fmas;
+  EXPECT_GE(fmas, 16);
+}
+
+TEST(CpuCodegenStages, IdentityNamesTheCompilerAndHost) {
+  const std::string identity = codegenIdentity();
+  EXPECT_NE(identity.find("einjit-cpu-codegen"), std::string::npos);
+  EXPECT_NE(identity.find("LLVM 19"), std::string::npos);
+  EXPECT_EQ(identity, codegenIdentity());
+}
+
+TEST(CpuCodegenStages, UnsupportedProgramsThrowUserError) {
+  KernelProgram withNorm = matmul(DType::F32, 4, 4);
+  withNorm.ops[0].kind = ir::OpKind::WeightNorm;
+  EXPECT_THROW(compileToObject(withNorm), UserError);
+  KernelProgram badEquation = matmul(DType::F32, 4, 4);
+  badEquation.ops[0].equation = "zi,ix->zo";
+  EXPECT_THROW(emitStage(badEquation, EmitStage::Mlir), UserError);
+}
+
+// --- loader ---------------------------------------------------------------------------------------
+
+TEST(CpuCodegenLoader, RejectsGarbageAndTruncatedObjects) {
+  const KernelProgram program = matmul(DType::F32, 16, 16);
+  EXPECT_THROW(loadObject("", program), UserError);
+  EXPECT_THROW(loadObject("definitely not an object file", program), UserError);
+  const std::string object = compileToObject(program);
+  for (std::size_t size : {std::size_t{4}, std::size_t{64}, object.size() / 2, object.size() - 1})
+    EXPECT_THROW(loadObject(object.substr(0, size), program), UserError) << "truncated to " << size;
+}
+
+TEST(CpuCodegenLoader, RejectsObjectWithoutEntryPoint) {
+  const KernelProgram program = matmul(DType::F32, 16, 16);
+  std::string object = compileToObject(program);
+  const std::string entry = kEntrySymbol;
+  std::string renamed = entry;
+  renamed.back() = 'X';
+  for (auto at = object.find(entry); at != std::string::npos; at = object.find(entry, at + 1))
+    object.replace(at, entry.size(), renamed);
+  EXPECT_THROW(loadObject(object, program), UserError);
+}
+
+TEST(CpuCodegenLoader, CallChecksTheBufferCount) {
+  const KernelProgram program = matmul(DType::F32, 16, 16);
+  const auto kernel = loadObject(compileToObject(program), program);
+  EXPECT_THROW(kernel->call(1, {}), UserError);
+  std::vector<float> x(16), w(256), y(16);
+  EXPECT_THROW(kernel->call(-1, {x.data(), w.data(), y.data()}), UserError);
+}
+
+}  // namespace
+}  // namespace einjit::cpu
