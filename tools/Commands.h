@@ -11,6 +11,7 @@ void addRunCommand(CLI::App& app);
 void addInspectCommand(CLI::App& app);
 void addLayerCommand(CLI::App& app);
 void addCompileCommand(CLI::App& app);
+void addBenchCommand(CLI::App& app);
 void addDemoCommand(CLI::App& app);
 
 }  // namespace einjit::cli

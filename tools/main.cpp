@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   einjit::cli::addInspectCommand(app);
   einjit::cli::addLayerCommand(app);
   einjit::cli::addCompileCommand(app);
+  einjit::cli::addBenchCommand(app);
   einjit::cli::addDemoCommand(app);
 
   // An einsum with an empty first term starts with "->" (e.g. "->" on one scalar operand), which
