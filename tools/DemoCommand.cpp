@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "compiler/cpu/CpuBackend.h"
 #include "frontend/structures/Structures.h"
 #include "runtime/reference/ReferenceExecutor.h"
 #include "tools/Commands.h"
@@ -72,6 +73,18 @@ void runDemo() {
   std::printf("max |y - x W_dense| = %.3g (max |y| = %.3g): %s\n", maxDiff, maxAbs,
               maxDiff <= 1e-5 * std::max(1.0, maxAbs) ? "OK" : "MISMATCH");
   if (maxDiff > 1e-5 * std::max(1.0, maxAbs)) throw std::runtime_error("demo layer does not match its dense matrix");
+
+  // The same layer compiled for this CPU (first call compiles or loads from the disk cache).
+  for (int call = 0; call < 2; ++call) {
+    start = std::chrono::steady_clock::now();
+    Tensor yCpu = cpu::cpuLayerForward(program, params, x);
+    ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    double diff = 0;
+    for (int64_t i = 0; i < y.numel(); ++i) diff = std::max(diff, std::abs(yCpu.get(i) - y.get(i)));
+    std::printf("cpu JIT %s: %.2f ms, max |y_cpu - y_ref| = %.3g\n",
+                call == 0 ? "(compile or cache load + run)" : "(cached kernel)", ms, diff);
+    if (diff > 1e-5 * std::max(1.0, maxAbs)) throw std::runtime_error("cpu JIT disagrees with the reference");
+  }
 }
 
 }  // namespace
