@@ -20,6 +20,26 @@ std::vector<int64_t> trainRanks(int64_t rank, int cores) {
   return ranks;
 }
 
+// The sizes every train-shaped layer (TT, c-core BTT) starts from, recorded for inspect:
+// input factors n = factorize(d_in, c), output factors m = factorize(d_out, c), the rank chain
+// r_0 = 1, r_1..r_{c-1} = rank, r_c = 1, and x viewed as (N, 1, n_0..n_{c-1}) (a leading
+// size-1 rank axis).
+struct TrainFactors {
+  std::vector<int64_t> in, out, ranks;
+  Shape inputView;
+};
+
+TrainFactors trainFactors(ir::LayerProgram& program, int64_t rank, int cores) {
+  TrainFactors f{factorize(program.dIn, cores), factorize(program.dOut, cores), trainRanks(rank, cores), {}};
+  program.attributes.emplace_back("rank", std::to_string(rank));
+  program.attributes.emplace_back("cores", std::to_string(cores));
+  program.attributes.emplace_back("in_factors", joinSizes(f.in));
+  program.attributes.emplace_back("out_factors", joinSizes(f.out));
+  f.inputView = {ir::kRows, 1};
+  f.inputView.insert(f.inputView.end(), f.in.begin(), f.in.end());
+  return f;
+}
+
 }  // namespace
 
 // TT(r, c): n = factorize(d_in, c) input factors, m = factorize(d_out, c) output factors,
@@ -28,18 +48,13 @@ std::vector<int64_t> trainRanks(int64_t rank, int cores) {
 // size-1 rank axis); core t sums r_{t-1} and n_t and leaves m_t, r_t in their place:
 //   c = 2:  "zQab,QaAR->zARb", "zARb,RbBS->zABS".
 void buildTensorTrain(ir::LayerProgram& program, NormKind norm, int64_t rank, int cores) {
-  const std::vector<int64_t> n = factorize(program.dIn, cores);
-  const std::vector<int64_t> m = factorize(program.dOut, cores);
-  const std::vector<int64_t> ranks = trainRanks(rank, cores);
-  program.attributes.emplace_back("rank", std::to_string(rank));
-  program.attributes.emplace_back("cores", std::to_string(cores));
-  program.attributes.emplace_back("in_factors", joinSizes(n));
-  program.attributes.emplace_back("out_factors", joinSizes(m));
+  const TrainFactors f = trainFactors(program, rank, cores);
+  const std::vector<int64_t>& n = f.in;
+  const std::vector<int64_t>& m = f.out;
+  const std::vector<int64_t>& ranks = f.ranks;
 
   ProgramBuilder b(program, norm);
-  Shape viewed{ir::kRows, 1};
-  viewed.insert(viewed.end(), n.begin(), n.end());
-  ir::ValueId act = b.reshape(b.input(), viewed);
+  ir::ValueId act = b.reshape(b.input(), f.inputView);
   std::string labels = std::string(1, kRowLabel) + rankLabel(0);
   for (int t = 0; t < cores; ++t) labels += inputLabel(t);
 
@@ -88,18 +103,13 @@ void buildBtt2(ir::LayerProgram& program, NormKind norm, int64_t rank) {
 // reshapes are needed between cores: the activation before core t is
 // Z_t (N, r_t, m_0..m_{t-1}, n_t..n_{c-1}), with x viewed as (N, 1, n_0..n_{c-1}).
 void buildBttCores(ir::LayerProgram& program, NormKind norm, int64_t rank, int cores) {
-  const std::vector<int64_t> m = factorize(program.dOut, cores);
-  const std::vector<int64_t> n = factorize(program.dIn, cores);
-  const std::vector<int64_t> ranks = trainRanks(rank, cores);
-  program.attributes.emplace_back("rank", std::to_string(rank));
-  program.attributes.emplace_back("cores", std::to_string(cores));
-  program.attributes.emplace_back("in_factors", joinSizes(n));
-  program.attributes.emplace_back("out_factors", joinSizes(m));
+  const TrainFactors f = trainFactors(program, rank, cores);
+  const std::vector<int64_t>& n = f.in;
+  const std::vector<int64_t>& m = f.out;
+  const std::vector<int64_t>& ranks = f.ranks;
 
   ProgramBuilder b(program, norm);
-  Shape viewed{ir::kRows, 1};
-  viewed.insert(viewed.end(), n.begin(), n.end());
-  ir::ValueId act = b.reshape(b.input(), viewed);
+  ir::ValueId act = b.reshape(b.input(), f.inputView);
 
   for (int t = 0; t < cores; ++t) {
     int64_t before = 1, after = 1;  // m_{<t}, n_{>t}

@@ -8,26 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "tests/frontend/einsum/PrintableSpec.h"
 #include "frontend/einsum/BoundEinsum.h"
 
 namespace einjit {
 namespace {
 
-// How a case shows up in test names and failure messages: its spec, with unprintable bytes
-// escaped (the default would be a raw byte dump).
-std::string printableSpec(const std::string& spec) {
-  std::string out;
-  for (unsigned char c : spec) {
-    if (c >= 0x21 && c < 0x7f && c != '\\') {
-      out += static_cast<char>(c);
-    } else {
-      static const char* hex = "0123456789abcdef";
-      out += std::string("\\x") + hex[c >> 4] + hex[c & 0xf];
-    }
-  }
-  return out.empty() ? "<empty>" : out;
-}
-
+using testing_support::printableSpec;
 
 BoundEinsum bind(const std::string& spec, const std::vector<Shape>& shapes) {
   return bindEinsum(parseEinsum(spec), shapes);

@@ -5,25 +5,12 @@
 #include <vector>
 
 #include "frontend/einsum/EinsumAST.h"
+#include "tests/frontend/einsum/PrintableSpec.h"
 
 namespace einjit {
 namespace {
 
-// How a case shows up in test names and failure messages: its spec, with unprintable bytes
-// escaped (the default would be a raw byte dump).
-std::string printableSpec(const std::string& spec) {
-  std::string out;
-  for (unsigned char c : spec) {
-    if (c >= 0x21 && c < 0x7f && c != '\\') {
-      out += static_cast<char>(c);
-    } else {
-      static const char* hex = "0123456789abcdef";
-      out += std::string("\\x") + hex[c >> 4] + hex[c & 0xf];
-    }
-  }
-  return out.empty() ? "<empty>" : out;
-}
-
+using testing_support::printableSpec;
 
 // A term written back compactly: letters as themselves, the ellipsis as "...".
 std::string spell(const OperandSubscripts& term) {
