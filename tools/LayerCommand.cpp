@@ -63,15 +63,7 @@ void runLayer(const LayerOptions& options) {
                          : readNpz(options.params);
   std::optional<Tensor> dy;
   if (!options.dy.empty()) dy = readNpy(options.dy);
-
-  // float64 if any input is float64, else float32; everything runs in that one dtype.
-  DType dtype = x.dtype();
-  for (const auto& [name, t] : params)
-    if (t.dtype() == DType::F64) dtype = DType::F64;
-  if (dy && dy->dtype() == DType::F64) dtype = DType::F64;
-  x = x.to(dtype);
-  for (auto& [name, t] : params) t = t.to(dtype);
-  if (dy) dy = dy->to(dtype);
+  // Mixed dtypes are fine: every executor returns float64 if any input is float64.
 
   if (!dy) {
     Tensor y = onCpu ? cpu::cpuLayerForward(program, params, x) : referenceLayerForward(program, params, x);

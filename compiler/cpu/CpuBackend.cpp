@@ -60,19 +60,6 @@ void addInto(Tensor& sum, const Tensor& part) {
 // ---- layers: the same checks and dtype rule as the reference executor (parameters are
 // checked by kernelParameterTensors) ----
 
-int64_t checkX(const ir::LayerProgram& layer, const Tensor& x) {
-  if (x.rank() != 2 || x.shape()[1] != layer.dIn)
-    throw UserError("x has shape " + shapeToString(x.shape()) + ", expected (N, " +
-                    std::to_string(layer.dIn) + ") for " + layer.spec);
-  return x.shape()[0];
-}
-
-DType resultDType(const TensorMap& params, const Tensor& x, const Tensor* dy) {
-  bool anyF64 = x.dtype() == DType::F64 || (dy != nullptr && dy->dtype() == DType::F64);
-  for (const auto& [name, tensor] : params) anyF64 = anyF64 || tensor.dtype() == DType::F64;
-  return anyF64 ? DType::F64 : DType::F32;
-}
-
 // `tensor` in `dtype`: itself when it already is, else a converted copy kept in `storage`.
 const Tensor& inDType(const Tensor& tensor, DType dtype, Tensor& storage) {
   if (tensor.dtype() == dtype) return tensor;
@@ -159,8 +146,8 @@ void runKernel(const KernelProgram& program, const LoadedKernel& kernel, int64_t
 }
 
 Tensor cpuLayerForward(const ir::LayerProgram& layer, const TensorMap& params, const Tensor& x) {
-  const int64_t rows = checkX(layer, x);
-  const DType dtype = resultDType(params, x, nullptr);
+  const int64_t rows = checkLayerInput(layer, x);
+  const DType dtype = layerResultDType(params, x, nullptr);
   const std::vector<Tensor> weights = kernelParameterTensors(layer, params, dtype);
   Tensor xStorage;
   std::vector<const Tensor*> inputs = {&inDType(x, dtype, xStorage)};
@@ -175,8 +162,8 @@ Tensor cpuLayerForward(const ir::LayerProgram& layer, const TensorMap& params, c
 
 LayerGradients cpuLayerBackward(const ir::LayerProgram& layer, const TensorMap& params,
                                 const Tensor& x, const Tensor& dy) {
-  const int64_t rows = checkX(layer, x);
-  const DType dtype = resultDType(params, x, &dy);
+  const int64_t rows = checkLayerInput(layer, x);
+  const DType dtype = layerResultDType(params, x, &dy);
   const std::vector<Tensor> weights = kernelParameterTensors(layer, params, dtype);
   const Shape outputShape = {rows, layer.dOut};
   if (dy.shape() != outputShape)

@@ -24,6 +24,13 @@ Tensor referenceEinsum(const BoundEinsum& einsum, const ContractionPlan& plan,
 // Convenience: parse, bind, plan and run. dtype is float64 if any operand is float64.
 Tensor referenceEinsum(const std::string& spec, const std::vector<const Tensor*>& operands);
 
+// Checks that x is (N, dIn) for the layer and returns N (UserError otherwise).
+int64_t checkLayerInput(const ir::LayerProgram& program, const Tensor& x);
+
+// The dtype of a layer's results: float64 if x, dy (may be null) or any parameter is float64,
+// else float32. Every executor follows this rule.
+DType layerResultDType(const TensorMap& params, const Tensor& x, const Tensor* dy);
+
 // Forward pass of a layer: x has shape (N, dIn); params holds one tensor per Parameter, by name,
 // with the declared shapes (UserError otherwise). All tensors must share one dtype.
 Tensor referenceLayerForward(const ir::LayerProgram& program, const TensorMap& params,

@@ -89,19 +89,6 @@ Shape concreteShape(const ir::LayerProgram& program, const Shape& declared, int6
   return shape;
 }
 
-int64_t checkX(const ir::LayerProgram& program, const Tensor& x) {
-  if (x.rank() != 2 || x.shape()[1] != program.dIn)
-    throw UserError("x has shape " + shapeToString(x.shape()) + ", expected (N, " +
-                    std::to_string(program.dIn) + ") for " + program.spec);
-  return x.shape()[0];
-}
-
-DType resultDType(const TensorMap& params, const Tensor& x, const Tensor* dy) {
-  bool anyF64 = x.dtype() == DType::F64 || (dy != nullptr && dy->dtype() == DType::F64);
-  for (const auto& [name, tensor] : params) anyF64 = anyF64 || tensor.dtype() == DType::F64;
-  return anyF64 ? DType::F64 : DType::F32;
-}
-
 // ---- forward ----
 
 struct ForwardPass {
@@ -113,7 +100,7 @@ struct ForwardPass {
 ForwardPass runForward(const ir::LayerProgram& program, const TensorMap& params, const Tensor& x) {
   validateProgram(program);
   ForwardPass pass;
-  pass.rows = checkX(program, x);
+  pass.rows = checkLayerInput(program, x);
   reference::checkLayerParams(program, params);
 
   pass.values.resize(program.values.size());
@@ -165,10 +152,23 @@ void addGradient(std::optional<Array>& gradient, Array contribution) {
 
 }  // namespace
 
+int64_t checkLayerInput(const ir::LayerProgram& program, const Tensor& x) {
+  if (x.rank() != 2 || x.shape()[1] != program.dIn)
+    throw UserError("x has shape " + shapeToString(x.shape()) + ", expected (N, " +
+                    std::to_string(program.dIn) + ") for " + program.spec);
+  return x.shape()[0];
+}
+
+DType layerResultDType(const TensorMap& params, const Tensor& x, const Tensor* dy) {
+  bool anyF64 = x.dtype() == DType::F64 || (dy != nullptr && dy->dtype() == DType::F64);
+  for (const auto& [name, tensor] : params) anyF64 = anyF64 || tensor.dtype() == DType::F64;
+  return anyF64 ? DType::F64 : DType::F32;
+}
+
 Tensor referenceLayerForward(const ir::LayerProgram& program, const TensorMap& params,
                              const Tensor& x) {
   ForwardPass pass = runForward(program, params, x);
-  return reference::toTensor(*pass.values[program.output], resultDType(params, x, nullptr));
+  return reference::toTensor(*pass.values[program.output], layerResultDType(params, x, nullptr));
 }
 
 LayerGradients referenceLayerBackward(const ir::LayerProgram& program, const TensorMap& params,
@@ -239,7 +239,7 @@ LayerGradients referenceLayerBackward(const ir::LayerProgram& program, const Ten
     }
   }
 
-  const DType dtype = resultDType(params, x, &dy);
+  const DType dtype = layerResultDType(params, x, &dy);
   LayerGradients result;
   result.y = reference::toTensor(*pass.values[program.output], dtype);
   auto gradientOf = [&](ir::ValueId id) {
