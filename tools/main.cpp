@@ -13,7 +13,8 @@
 int main(int argc, char** argv) {
   CLI::App app{
       "einjit: a JIT einsum compiler and runtime for structured linear layers.\n"
-      "Structure specs look like btt(in=1024, out=1024, rank=4); see README.md for the grammar."};
+      "Structure specs look like btt(in=1024, out=1024, rank=4); see README.md for the grammar.",
+      "einjit"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Print help for every subcommand");
   einjit::cli::addRunCommand(app);
