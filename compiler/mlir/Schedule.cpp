@@ -205,6 +205,7 @@ Layout chooseLayout(const KernelProgram& program, const HostTarget& host) {
   // walked block by block, so they count a quarter; reshapes and truncations are views.
   constexpr int64_t kTileBudgetBytes = 1 << 20;
   constexpr int64_t kMaxRowTile = 256;
+  constexpr int64_t kStreamedParameterTileRows = 24;
   auto rowBytes = [&](ir::ValueId id) {
     const Shape& shape = program.values[id].shape;
     if (shape.empty() || shape[0] != ir::kRows) return int64_t{0};
@@ -214,13 +215,22 @@ Layout chooseLayout(const KernelProgram& program, const HostTarget& host) {
     return elements * static_cast<int64_t>(dtypeSize(program.dtype));
   };
   int64_t bytesPerRow = 0;
-  for (ir::ValueId id : program.inputs) bytesPerRow += rowBytes(id) / 4;
+  int64_t parameterBytes = 0;
+  for (ir::ValueId id : program.inputs) {
+    bytesPerRow += rowBytes(id) / 4;
+    if (!program.isRowValue(id))
+      parameterBytes += shapeNumel(program.values[id].shape) * static_cast<int64_t>(dtypeSize(program.dtype));
+  }
   for (ir::ValueId id : program.outputs) bytesPerRow += rowBytes(id) / 4;
   for (const ir::Op& op : program.ops)
     if (op.kind != ir::OpKind::Reshape && op.kind != ir::OpKind::Truncate) bytesPerRow += rowBytes(op.result);
   const int64_t rows = tileRows(host);
   const int64_t tile = bytesPerRow > 0 ? kTileBudgetBytes / bytesPerRow : kMaxRowTile;
-  const int64_t large = std::clamp(tile / rows * rows, rows, kMaxRowTile / rows * rows);
+  // Parameters that do not fit in L2 either are streamed from L3 once per row tile: the tile
+  // then needs more rows to reuse each of their cache lines, even if its intermediates spill
+  // out of half of L2 (BTT at d = 4096, 8 MB of cores: 24-row tiles run ~25% faster than 8-row ones).
+  const int64_t fewestRows = parameterBytes > 2 * kTileBudgetBytes ? kStreamedParameterTileRows : rows;
+  const int64_t large = std::clamp(tile / rows * rows, fewestRows, kMaxRowTile / rows * rows);
   Layout layout;
   for (int64_t height : {large, rows, int64_t{1}})
     if (layout.rowTiles.empty() || height < layout.rowTiles.back()) layout.rowTiles.push_back(height);

@@ -187,6 +187,14 @@ TEST(CpuCodegen, TransposedWeight) {
   }
 }
 
+// The weights are read along contiguous rows wider than a register tile's panel (the V tile),
+// so the kernel packs them into panels first.
+TEST(CpuCodegen, WeightRowsWiderThanAPanel) {
+  expectMatchesReference(matmul(DType::F32, 40, 96), {0, 1, 7, 64, 300});
+  expectMatchesReference(matmul(DType::F64, 40, 96), {0, 1, 7, 64, 300});
+  expectMatchesReference(bttForward(DType::F32, 8, 64, 2), {0, 1, 9, 300});
+}
+
 TEST(CpuCodegen, BatchedContractionWithPermutedOutput) {
   for (DType dtype : {DType::F32, DType::F64}) {
     ProgramBuilder b("batched", dtype);
