@@ -410,11 +410,52 @@ class MLIRGenImpl {
     return value;
   }
 
+  // When the innermost output dim indexes both operands (a batch dim, like Monarch's block
+  // index in 'zrl,lsr->zsl'), a register tile along it would gather the parameter element by
+  // element. Returns the order of the output dims to compute in instead (a transpose then
+  // restores the declared order): the widest output dim that only the parameter operand has
+  // moved last, if that operand has it contiguous or it can be packed into panels. Empty: keep.
+  std::vector<int> vectorFriendlyOutputOrder(const ir::Op& op, const ContractionDims& dims) const {
+    const std::vector<int>& outputDims = dims.output.loopDim;
+    if (op.inputs.size() != 2 || dims.rowLoop < 0 || !firstRowLoop || outputDims.size() < 2) return {};
+    auto uses = [&](std::size_t i, int loopDim) {
+      const auto& loopDims = dims.inputs[i].loopDim;
+      return std::count(loopDims.begin(), loopDims.end(), loopDim);
+    };
+    if (uses(0, outputDims.back()) == 0 || uses(1, outputDims.back()) == 0) return {};
+    int best = -1;
+    for (std::size_t k = 0; k + 1 < outputDims.size(); ++k) {
+      const int u = outputDims[k];
+      if (u < 0 || u == dims.rowLoop) continue;
+      for (std::size_t i = 0; i < 2; ++i) {
+        if (uses(i, u) != 1 || uses(1 - i, u) != 0 || !invariant[op.inputs[i]]) continue;
+        const bool contiguous = dims.inputs[i].loopDim.back() == u;
+        const bool panels = layout.packWidth > 0 && dims.loops[u].size % layout.packWidth == 0;
+        if ((contiguous || panels) && (best < 0 || dims.loops[u].size > dims.loops[outputDims[best]].size))
+          best = static_cast<int>(k);
+      }
+    }
+    if (best < 0) return {};
+    std::vector<int> order;
+    for (int k = 0; k < static_cast<int>(outputDims.size()); ++k)
+      if (k != best) order.push_back(k);
+    order.push_back(best);
+    return order;
+  }
+
   Value emitContract(const ir::Op& op, mlir::Location where, Value accumulator) {
     std::vector<Shape> inputShapes;
     for (ir::ValueId id : op.inputs) inputShapes.push_back(shapeOf(id));
     const Shape& resultShape = shapeOf(op.result);
-    const ContractionDims dims = analyzeContraction(op.equation, inputShapes, resultShape);
+    ContractionDims dims = analyzeContraction(op.equation, inputShapes, resultShape);
+    // The generic computes the collapsed result with its dims in `outputOrder` (identity when
+    // empty); the declared access is kept to expand the result back.
+    const OperandAccess declaredOutput = dims.output;
+    const std::vector<int> outputOrder = accumulator ? std::vector<int>{} : vectorFriendlyOutputOrder(op, dims);
+    for (std::size_t k = 0; k < outputOrder.size(); ++k) {
+      dims.output.loopDim[k] = declaredOutput.loopDim[outputOrder[k]];
+      dims.output.collapsedShape[k] = declaredOutput.collapsedShape[outputOrder[k]];
+    }
     const PanelSplit split = choosePanels(op, dims);
     // With panels, loop dim V covers `width` columns and a new last loop dim the panels.
     const int panelLoop = static_cast<int>(dims.loops.size());
@@ -492,7 +533,15 @@ class MLIRGenImpl {
     if (dims.rowLoop >= 0) generic->setAttr(kRowDimAttr, builder.getI64IntegerAttr(dims.rowLoop));
     Value result = generic.getResult(0);
     if (split.width > 0) result = builder.create<mlir::tensor::CollapseShapeOp>(where, result, panelGroups);
-    return expand(where, result, dims.output, resultShape);
+    if (!outputOrder.empty()) {
+      llvm::SmallVector<int64_t> inverse(outputOrder.size());
+      for (std::size_t k = 0; k < outputOrder.size(); ++k) inverse[outputOrder[k]] = static_cast<int64_t>(k);
+      result = builder
+                   .create<mlir::linalg::TransposeOp>(where, result,
+                                                      emptyTensor(where, declaredOutput.collapsedShape), inverse)
+                   .getResult()[0];
+    }
+    return expand(where, result, declaredOutput, resultShape);
   }
 
   Value emitReshape(const ir::Op& op, mlir::Location where) {

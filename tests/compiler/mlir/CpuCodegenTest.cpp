@@ -205,6 +205,37 @@ TEST(CpuCodegen, BatchedContractionWithPermutedOutput) {
   }
 }
 
+// The innermost output dim l indexes both operands (Monarch's second block-diagonal), so the
+// kernel computes along s (packed into panels, or contiguous in W) and transposes the result.
+TEST(CpuCodegen, BatchDimInnermostInTheOutput) {
+  for (DType dtype : {DType::F32, DType::F64}) {
+    for (int64_t s : {int64_t{64}, int64_t{7}}) {
+      ProgramBuilder b("batch_innermost", dtype);
+      const auto x = b.input("x", {N, 5, 3});
+      const auto w = b.input("W", {3, s, 5});
+      b.output(b.contract("y", "zrl,lsr->zsl", {x, w}, {N, s, 3}));
+      expectMatchesReference(b.program, {0, 1, 7, 64, 300});
+      ProgramBuilder t("batch_innermost_contiguous", dtype);
+      const auto xt = t.input("x", {N, 5, 3});
+      const auto wt = t.input("W", {3, 5, s});
+      t.output(t.contract("y", "zrl,lrs->zsl", {xt, wt}, {N, s, 3}));
+      expectMatchesReference(t.program, {0, 1, 7, 64, 300});
+      // Moving s last here is an order that is not its own inverse.
+      ProgramBuilder u("batch_innermost_4d", dtype);
+      const auto xu = u.input("x", {N, 5, 3, 2});
+      const auto wu = u.input("W", {3, s, 5, 2});
+      u.output(u.contract("y", "zrlt,lsrt->zstl", {xu, wu}, {N, s, 2, 3}));
+      expectMatchesReference(u.program, {0, 1, 7, 64, 300});
+    }
+  }
+}
+
+TEST(CpuCodegen, Monarch1024ForwardAndBackward) {
+  const ir::LayerProgram layer = buildLayer("monarch(in=1024, out=1024, blocks=32)");
+  expectMatchesReference(forwardKernel(layer, DType::F32), {1, 7, 100});
+  expectMatchesReference(backwardKernel(layer, DType::F32), {1, 7, 100});
+}
+
 TEST(CpuCodegen, DiagonalAndTrace) {
   ProgramBuilder b("diagonal", DType::F32);
   const auto x = b.input("x", {N, 5, 5});
