@@ -1,9 +1,11 @@
-// einjit compile SPEC|EXPR --target cpu --emit STAGE [-o FILE]: show what the compiler generates
-// at each stage, like toyc's -emit.
+// einjit compile SPEC|EXPR [--target cpu|cuda] --emit STAGE [-o FILE]: show what the compiler
+// generates at each stage, like toyc's -emit. Compiling for cuda needs NVRTC, not a GPU.
 #include <cstdio>
 #include <memory>
 #include <string>
 
+#include "compiler/cuda/CudaEmitter.h"
+#include "compiler/cuda/Nvrtc.h"
 #include "compiler/kernel/KernelProgram.h"
 #include "compiler/mlir/CpuCodegen.h"
 #include "compiler/planner/ContractionPlan.h"
@@ -22,9 +24,11 @@ struct CompileOptions {
   std::string spec;
   std::string shapes;
   std::string target = "cpu";
-  std::string emit = "mlir";
+  std::string emit;  // default: mlir for cpu, cuda for cuda
   std::string output;
   std::string dtype = "f32";
+  std::string arch = "sm_90a";
+  std::string precision;  // cuda: f32, f64 or bf16; default from --dtype
   bool backward = false;
 };
 
@@ -56,14 +60,44 @@ KernelProgram kernelFor(const CompileOptions& o, DType dtype) {
   return einsumKernel(einsum, plan, dtype);
 }
 
+// --target cuda: the CUDA C++ source (with the launch plan as a comment), or NVRTC's PTX or cubin.
+std::string compileForCuda(const CompileOptions& o, const KernelProgram& program) {
+  const std::string emit = o.emit.empty() ? "cuda" : o.emit;
+  if (emit != "cuda" && emit != "ptx" && emit != "cubin")
+    throw UserError("unknown --emit stage '" + emit + "' for --target cuda (expected cuda, ptx or cubin)");
+  if (emit == "cubin" && o.output.empty())
+    throw UserError("--emit cubin writes binary data: give an output file with -o");
+  cuda::EmitOptions options;
+  options.precision = o.precision.empty() ? (program.dtype == DType::F64 ? cuda::Precision::F64 : cuda::Precision::F32)
+                                          : cuda::parsePrecision(o.precision);
+  const cuda::CudaProgram emitted = cuda::emitCuda(program, options);
+  if (emit == "cuda") {
+    std::string plan = "// launch plan:\n//   ";
+    for (char c : emitted.launchPlan()) plan += c == '\n' ? std::string("\n//   ") : std::string(1, c);
+    plan.resize(plan.size() - 5);  // the "//   " after the last line
+    return plan + emitted.source;
+  }
+  const cuda::NvrtcOutput compiled = cuda::nvrtcCompile(emitted.source, program.name + ".cu", o.arch);
+  if (emit == "cubin" && compiled.cubin.empty())
+    throw UserError("--arch " + o.arch + " is a virtual architecture: no cubin (use sm_XY)");
+  return emit == "ptx" ? compiled.ptx : compiled.cubin;
+}
+
 void compile(const CompileOptions& o) {
-  const cpu::EmitStage stage = parseStage(o.emit);
   const DType dtype = parseDType(o.dtype);
-  if (resolveTarget(o.target) != Target::Cpu)
-    throw UserError("einjit compile supports --target cpu only (the reference executor is not compiled)");
-  if (stage == cpu::EmitStage::Obj && o.output.empty())
-    throw UserError("--emit obj writes binary data: give an output file with -o");
-  const std::string text = cpu::emitStage(kernelFor(o, dtype), stage);
+  const Target target = resolveTarget(o.target);
+  if (target == Target::Ref)
+    throw UserError("einjit compile supports --target cpu or cuda (the reference executor is not compiled)");
+  if (target == Target::Cpu && !o.precision.empty()) throw UserError("--precision applies to --target cuda only");
+  std::string text;
+  if (target == Target::Cuda) {
+    text = compileForCuda(o, kernelFor(o, dtype));
+  } else {
+    const cpu::EmitStage stage = parseStage(o.emit.empty() ? "mlir" : o.emit);
+    if (stage == cpu::EmitStage::Obj && o.output.empty())
+      throw UserError("--emit obj writes binary data: give an output file with -o");
+    text = cpu::emitStage(kernelFor(o, dtype), stage);
+  }
   if (o.output.empty())
     std::fwrite(text.data(), 1, text.size(), stdout);
   else
@@ -77,15 +111,18 @@ void addCompileCommand(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "compile",
       "Compile a structured layer (forward, or --backward) or a classic einsum and print one "
-      "stage: mlir (linalg), mlir-lowered (LLVM dialect after tiling and vectorisation), llvm, "
-      "asm, obj");
+      "stage. cpu: mlir (linalg), mlir-lowered (LLVM dialect after tiling and vectorisation), "
+      "llvm, asm, obj. cuda (needs NVRTC, not a GPU): cuda (CUDA C++), ptx, cubin");
   cmd->add_option("SPEC", o->spec, "structure spec or classic einsum")->required();
   cmd->add_option("--shapes,--shape", o->shapes, "operand shapes for a classic einsum, e.g. 64x32,32x16");
-  cmd->add_option("--emit", o->emit, "mlir | mlir-lowered | llvm | asm | obj")->capture_default_str();
-  cmd->add_option("--target", o->target, "cpu (the only compiled target so far)")->capture_default_str();
+  cmd->add_option("--emit", o->emit,
+                  "cpu: mlir (default) | mlir-lowered | llvm | asm | obj; cuda: cuda (default) | ptx | cubin");
+  cmd->add_option("--target", o->target, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--arch", o->arch, "cuda: GPU architecture for ptx/cubin")->capture_default_str();
+  cmd->add_option("--precision", o->precision, "cuda: device storage f32, f64 or bf16 (default: --dtype)");
   cmd->add_option("--dtype", o->dtype, "f32 or f64")->capture_default_str();
   cmd->add_flag("--backward", o->backward, "compile the layer's backward kernel (dx and parameter gradients)");
-  cmd->add_option("-o,--output", o->output, "write here instead of stdout (required for obj)");
+  cmd->add_option("-o,--output", o->output, "write here instead of stdout (required for obj and cubin)");
   cmd->callback([o] { compile(*o); });
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "compiler/cpu/CpuBackend.h"
+#include "compiler/cuda/CudaBackend.h"
 #include "frontend/structures/Structures.h"
 #include "runtime/io/Npy.h"
 #include "runtime/reference/ReferenceExecutor.h"
@@ -24,6 +25,7 @@ struct LayerOptions {
   std::string saveParams;
   std::string dy, dx, dparams;
   std::string target = "cpu";
+  std::string precision;  // cuda only; empty: the tensors' own
 };
 
 void checkOptionCombinations(const LayerOptions& o) {
@@ -54,7 +56,12 @@ void checkOutputPaths(const LayerOptions& o) {
 void runLayer(const LayerOptions& options) {
   checkOptionCombinations(options);
   ir::LayerProgram program = buildLayer(options.spec);
-  const bool onCpu = resolveTarget(options.target) == Target::Cpu;
+  const Target target = resolveTarget(options.target);
+  requireRunnable(target);
+  if (!options.precision.empty() && target != Target::Cuda)
+    throw UserError("--precision applies to --target cuda only");
+  cuda::CudaOptions cudaOptions;
+  if (!options.precision.empty()) cudaOptions.precision = cuda::parsePrecision(options.precision);
   checkOutputPaths(options);
 
   Tensor x = readNpy(options.x);
@@ -66,10 +73,14 @@ void runLayer(const LayerOptions& options) {
   // Mixed dtypes are fine: every executor returns float64 if any input is float64.
 
   if (!dy) {
-    Tensor y = onCpu ? cpu::cpuLayerForward(program, params, x) : referenceLayerForward(program, params, x);
+    Tensor y = target == Target::Cpu    ? cpu::cpuLayerForward(program, params, x)
+               : target == Target::Cuda ? cuda::cudaLayerForward(program, params, x, cudaOptions)
+                                        : referenceLayerForward(program, params, x);
     writeNpy(options.y, y);
   } else {
-    LayerGradients grads = onCpu ? cpu::cpuLayerBackward(program, params, x, *dy)
+    LayerGradients grads =
+        target == Target::Cpu    ? cpu::cpuLayerBackward(program, params, x, *dy)
+        : target == Target::Cuda ? cuda::cudaLayerBackward(program, params, x, *dy, cudaOptions)
                                  : referenceLayerBackward(program, params, x, *dy);
     writeNpy(options.y, grads.y);
     if (!options.dx.empty()) writeNpy(options.dx, grads.dx);
@@ -97,6 +108,8 @@ void addLayerCommand(CLI::App& app) {
   cmd->add_option("--dx", o->dx, "write d sum(Y*DY) / dX here (.npy)");
   cmd->add_option("--dparams", o->dparams, "write d sum(Y*DY) / dparam for every parameter here (.npz)");
   cmd->add_option("--target", o->target, kTargetHelp)->capture_default_str();
+  cmd->add_option("--precision", o->precision,
+                  "cuda device storage: f32, f64 or bf16 (fp32 accumulation); default: the inputs' dtype");
   cmd->callback([o] { runLayer(*o); });
 }
 

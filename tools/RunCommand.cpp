@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "compiler/cpu/CpuBackend.h"
+#include "compiler/cuda/CudaBackend.h"
 #include "compiler/planner/ContractionPlan.h"
 #include "frontend/einsum/BoundEinsum.h"
 #include "runtime/io/Npy.h"
@@ -32,6 +33,7 @@ void runEinsum(const RunOptions& options) {
   }
   BoundEinsum einsum = bindEinsum(ast, shapes);
   const Target target = resolveTarget(options.target);
+  requireRunnable(target);
 
   DType dtype = DType::F32;
   std::vector<const Tensor*> pointers;
@@ -40,8 +42,9 @@ void runEinsum(const RunOptions& options) {
     pointers.push_back(&t);
   }
   ContractionPlan plan = planContraction(einsum.inputLabels, einsum.outputLabels, einsum.labelSize);
-  Tensor result = target == Target::Cpu ? cpu::cpuEinsum(einsum, plan, pointers, dtype)
-                                        : referenceEinsum(einsum, plan, pointers, dtype);
+  Tensor result = target == Target::Cpu    ? cpu::cpuEinsum(einsum, plan, pointers, dtype)
+                  : target == Target::Cuda ? cuda::cudaEinsum(einsum, plan, pointers, dtype)
+                                           : referenceEinsum(einsum, plan, pointers, dtype);
   writeNpy(options.output, result);
 }
 

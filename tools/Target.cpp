@@ -1,5 +1,6 @@
 #include "tools/Target.h"
 
+#include "compiler/cuda/CudaDriver.h"
 #include "einjit/error.h"
 
 namespace einjit::cli {
@@ -7,9 +8,12 @@ namespace einjit::cli {
 Target resolveTarget(const std::string& name) {
   if (name == "ref") return Target::Ref;
   if (name == "cpu") return Target::Cpu;
-  if (name == "cuda")
-    throw UserError("target 'cuda' is not available in this build (CUDA code generation is not implemented yet)");
+  if (name == "cuda") return Target::Cuda;
   throw UserError("unknown target '" + name + "' (expected ref, cpu or cuda)");
+}
+
+void requireRunnable(Target target) {
+  if (target == Target::Cuda && !cuda::cudaAvailable()) throw UserError(cuda::cudaUnavailableReason());
 }
 
 }  // namespace einjit::cli

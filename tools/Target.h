@@ -9,9 +9,13 @@ enum class Target { Ref, Cpu, Cuda };
 
 inline const char* kTargetHelp =
     "where to execute: ref (reference executor), cpu (MLIR JIT for this CPU, the default), "
-    "cuda (not available yet)";
+    "cuda (NVRTC-compiled kernels on the first NVIDIA GPU)";
 
-// Resolves a --target value. Throws UserError for targets that cannot run in this build.
+// Resolves a --target value. Throws UserError for unknown names.
 Target resolveTarget(const std::string& name);
+
+// Throws UserError (one line: why there is no GPU) unless `target` can run here. cuda needs a
+// GPU; compiling for cuda (einjit compile) does not, so it does not call this.
+void requireRunnable(Target target);
 
 }  // namespace einjit::cli

@@ -1,0 +1,23 @@
+// Runs the host flavour of the CUDA renderer (emitHostSimulation): the generated kernels are
+// compiled with the system C++ compiler into a shared library and launched in the order of the
+// launch descriptors, block by block and phase by phase, as the GPU would.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "compiler/cuda/CudaEmitter.h"
+#include "compiler/kernel/KernelProgram.h"
+#include "einjit/tensor.h"
+
+namespace einjit::cuda::testing {
+
+// Outputs of `program` (as float64 tensors) for `rows` rows and host `inputs`, computed by the
+// generated kernels at `options.precision`. Output and scratch buffers start filled with NaN,
+// so an element a kernel forgets to write shows. Throws std::runtime_error if the generated
+// code does not compile.
+std::vector<Tensor> simulateOnHost(const KernelProgram& program, const EmitOptions& options,
+                                   int64_t rows, const std::vector<const Tensor*>& inputs);
+
+}  // namespace einjit::cuda::testing
