@@ -21,7 +21,10 @@ namespace einjit::rt {
 
 struct VarData {
   Tensor value;
-  Tensor grad;  // same shape and dtype as value once backward() reached it; empty before
+  // Same shape and dtype as value once backward() reached it; empty before. An intermediate's
+  // gradient is working storage of backward() (the op that made it may take it over): read
+  // the gradients of leaves.
+  Tensor grad;
   bool requiresGrad = false;
   std::string name;  // parameters: "blocks.0.attn.q.W0"; intermediates: empty
 
@@ -47,6 +50,9 @@ class Tape {
   // reverse order, then clears the tape. Gradients accumulate into existing .grad tensors, so
   // call zeroGrad on the parameters between steps.
   void backward(const Var& loss);
+  // The same for a vector-Jacobian product: seeds output's gradient with `seed` (output's shape
+  // and dtype), so the inputs receive the gradients of sum(output * seed).
+  void backward(const Var& output, const Tensor& seed);
 
   // Drops every recorded closure (and the intermediates they keep alive).
   void clear();

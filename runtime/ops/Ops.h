@@ -20,6 +20,9 @@ Var add(Tape& tape, const Var& a, const Var& b);
 Var addBias(Tape& tape, const Var& x, const Var& bias);
 // x * s for a constant s.
 Var scale(Tape& tape, const Var& x, double s);
+// The same elements (row-major) viewed with another shape of equal element count, e.g.
+// (tokens, heads*headDim) -> (tokens*heads, headDim) for a per-head LayerNorm.
+Var reshape(Tape& tape, const Var& x, const Shape& shape);
 
 // LayerNorm over the last dim of x (n, d): (x - mean) / sqrt(var + eps) * gamma + beta.
 // gamma and beta (d) may be null (no affine part, or no bias).

@@ -2,6 +2,8 @@
 // lowrank, theta, with or without norm), optionally with a bias, as a differentiable op.
 // Forward and backward run the CPU target's compiled kernels (compiler/cpu) on the parameter
 // values in place; weight normalisation, when the spec has `norm`, is part of the op.
+// Parameter gradients are sums over the row chunks that runKernel gives each thread: the same
+// run to run for a thread count, but rounded differently for another thread count.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +24,8 @@ struct ParameterInfo {
 
 class StructuredLinear {
  public:
-  // `spec` is a structure spec ("btt(rank=4)", "dense", "theta(...)", ...) built for dIn -> dOut.
+  // `spec` is a structure spec ("btt(rank=4)", "dense", "theta(...)", ...) built for dIn -> dOut;
+  // a bare name ("dense") means the structure with its defaults.
   // Parameters are named `name + "." + IR parameter name` and initialised by the IR's muP rule
   // (initLayerParams) from `seed`; zeroLast zeroes the last core (residual projections, head).
   // muPBaseWidth > 0 re-applies the muP rule with that base width (applyMup); 0 keeps the
@@ -40,10 +43,14 @@ class StructuredLinear {
   int64_t macsPerRow() const;
 
  private:
+  // What forward() and the backward closures it records share: the compiled kernels and the
+  // parameter Vars (defined in StructuredLinear.cpp; closures keep it alive past the layer).
+  struct State;
+
   std::string name_;
   ir::LayerProgram program_;
   std::vector<ParameterInfo> params_;
-  bool bias_ = false;
+  std::shared_ptr<const State> state_;
 };
 
 }  // namespace einjit::rt
