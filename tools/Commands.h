@@ -13,5 +13,7 @@ void addLayerCommand(CLI::App& app);
 void addCompileCommand(CLI::App& app);
 void addBenchCommand(CLI::App& app);
 void addDemoCommand(CLI::App& app);
+void addTrainCommand(CLI::App& app);
+void addSampleCommand(CLI::App& app);
 
 }  // namespace einjit::cli

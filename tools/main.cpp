@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   einjit::cli::addCompileCommand(app);
   einjit::cli::addBenchCommand(app);
   einjit::cli::addDemoCommand(app);
+  einjit::cli::addTrainCommand(app);
+  einjit::cli::addSampleCommand(app);
 
   // An einsum with an empty first term starts with "->" (e.g. "->" on one scalar operand), which
   // CLI11 would take for an option. No option starts with "->", and numpy allows spaces in
