@@ -32,8 +32,17 @@ namespace einjit::cpu::detail {
 // Attributes MLIRGen leaves for the scheduler.
 inline constexpr const char* kContractionAttr = "einjit.contraction";  // unit: a mul-add generic
 inline constexpr const char* kRowDimAttr = "einjit.row_dim";           // i64: its row loop dim
+// i64: the loop dim whose elements the register tile's rows take (overrides the row dim).
+inline constexpr const char* kRegisterRowsDimAttr = "einjit.register_rows_dim";
 // The function MLIRGen emits; the entry point (kEntrySymbol) wraps it.
 inline constexpr const char* kBodySymbol = "einjit_body";
+
+// Largest divisor of `size` that is at most `limit` (at least 1).
+inline int64_t largestDivisor(int64_t size, int64_t limit) {
+  for (int64_t d = size < limit ? size : limit; d > 1; --d)
+    if (size % d == 0) return d;
+  return 1;
+}
 
 // The host CPU as the code generator targets it.
 struct HostTarget {
@@ -57,6 +66,9 @@ struct Layout {
   // Parameters that a row-loop contraction walks with a long stride are packed, before the
   // loops, into panels this many columns wide (0: never).
   int64_t packWidth = 0;
+  // Rows of a register tile (elements of its M dim); sums over the rows are computed in
+  // register tiles of registerRows x packWidth (0: not at all).
+  int64_t registerRows = 0;
 };
 
 // MLIRGen. Throws UserError on unsupported programs.

@@ -11,12 +11,15 @@
 //
 // With a Layout (CodegenStages.h), ops whose values carry the row axis run inside scf.for
 // loops over row tiles of static heights; contractions that sum over the
-// rows (parameter gradients) accumulate into loop-carried tensors; ops on parameters alone run
+// rows (parameter gradients) accumulate into loop-carried tensors, as GEMMs over operands packed
+// into panels per row tile where their dims allow; ops on parameters alone run
 // before the loops, ops on the summed results after them; parameters that a row-loop
 // contraction would walk with a long stride are packed into panels before the loops.
 #include <algorithm>
+#include <array>
 #include <map>
 #include <numeric>
+#include <optional>
 
 #include "compiler/mlir/CodegenStages.h"
 #include "compiler/mlir/ContractionDims.h"
@@ -224,7 +227,10 @@ class MLIRGenImpl {
       const ir::Op& op = program.ops[k];
       if (phase[k] != Phase::InLoop || hasRows(shapeOf(op.result))) continue;
       accumulatedOps.push_back(k);
-      carried.push_back(zeroTensor(loc(op.result, static_cast<int>(k) + 1), shapeOf(op.result)));
+      std::optional<RowSumGemm> gemm = planRowSumGemm(op);
+      const Shape& shape = gemm ? gemm->carriedShape : shapeOf(op.result);
+      carried.push_back(zeroTensor(loc(op.result, static_cast<int>(k) + 1), shape));
+      if (gemm) rowSums.emplace(k, std::move(*gemm));
     }
 
     const Value fullRows = rowCount;
@@ -250,8 +256,15 @@ class MLIRGenImpl {
     rowCount = fullRows;
     rowHeight = 0;
     tensorOf = fullTensors;
-    for (std::size_t a = 0; a < accumulatedOps.size(); ++a)
-      tensorOf[program.ops[accumulatedOps[a]].result] = carried[rowOutputs.size() + a];
+    for (std::size_t a = 0; a < accumulatedOps.size(); ++a) {
+      const std::size_t k = accumulatedOps[a];
+      const ir::ValueId result = program.ops[k].result;
+      const Value sum = carried[rowOutputs.size() + a];
+      const auto gemm = rowSums.find(k);
+      tensorOf[result] = gemm == rowSums.end()
+                             ? sum
+                             : unpackRowSum(loc(result, static_cast<int>(k) + 1), gemm->second, sum, shapeOf(result));
+    }
     for (std::size_t k = 0; k < program.ops.size(); ++k)
       if (phase[k] == Phase::AfterLoop) emitOp(k);
     for (std::size_t r = 0; r < rowOutputs.size(); ++r) {
@@ -315,7 +328,12 @@ class MLIRGenImpl {
     const mlir::Location where = loc(op.result, static_cast<int>(k) + 1);
     Value result;
     switch (op.kind) {
-      case ir::OpKind::Contract: result = emitContract(op, where, accumulator); break;
+      case ir::OpKind::Contract:
+        if (const auto gemm = rowSums.find(k); accumulator && gemm != rowSums.end())
+          result = emitRowSumGemm(op, gemm->second, where, accumulator);
+        else
+          result = emitContract(op, where, accumulator);
+        break;
       case ir::OpKind::Reshape: result = emitReshape(op, where); break;
       case ir::OpKind::Permute: result = emitPermute(op, where); break;
       case ir::OpKind::Pad: result = emitPad(op, where); break;
@@ -410,9 +428,237 @@ class MLIRGenImpl {
     return value;
   }
 
+  // --- sums over the rows -------------------------------------------------------------------
+
+  // A contraction that sums over the rows inside the row loop (a parameter gradient,
+  // dW[b, m, n] = sum_z A[z, b, m] B[z, b, n], with b the dims both operands index and m, n
+  // those only one does) runs as a GEMM with the rows as K. Per row tile both operands are
+  // packed into panels, A_p[b, m / mr, z, mr] and B_p[b, n / nr, z, nr], so a register tile of
+  // mr x nr walks both contiguously down the rows; the sum is carried from tile to tile in a
+  // layout of whole register tiles, (b, m / mr, n / nr, mr, nr), and put into the declared
+  // order once, after the loops. Several m (n) dims stay separate dims; the last is split.
+  struct RowSumGemm {
+    ContractionDims dims;
+    std::array<int, 2> input{};            // the input supplying M, the one supplying N
+    std::vector<int> batch;                // loop dims both inputs index, in output order
+    std::array<std::vector<int>, 2> own;   // M, N loop dims (the last one is split)
+    std::array<int64_t, 2> tile{};         // mr, nr
+    Shape carriedShape;
+  };
+  std::map<std::size_t, RowSumGemm> rowSums;  // by op index
+
+  // The split of an M (role 0) or N (role 1) dim of `size`: register rows, or a panel width.
+  int64_t rowSumTile(int role, int64_t size) const {
+    const int64_t limit = role == 0 ? layout.registerRows : layout.packWidth;
+    return size % limit == 0 ? limit : largestDivisor(size, limit);
+  }
+
+  std::optional<RowSumGemm> planRowSumGemm(const ir::Op& op) const {
+    if (op.inputs.size() != 2 || layout.packWidth <= 0 || layout.registerRows <= 0) return std::nullopt;
+    std::vector<Shape> inputShapes;
+    for (ir::ValueId id : op.inputs) inputShapes.push_back(shapeOf(id));
+    RowSumGemm plan;
+    plan.dims = analyzeContraction(op.equation, inputShapes, shapeOf(op.result));
+    const ContractionDims& dims = plan.dims;
+    const int rows = dims.rowLoop;
+    const std::size_t numLoops = dims.loops.size();
+    if (rows < 0 || !dims.loops[rows].reduction) return std::nullopt;
+    for (std::size_t d = 0; d < numLoops; ++d)
+      if (dims.loops[d].reduction && static_cast<int>(d) != rows) return std::nullopt;
+    // No diagonals or broadcasts: every dim of an input is its own loop dim.
+    std::array<std::vector<bool>, 2> uses;
+    for (std::size_t i = 0; i < 2; ++i) {
+      uses[i].assign(numLoops, false);
+      for (int loopDim : dims.inputs[i].loopDim) {
+        if (loopDim < 0 || uses[i][loopDim]) return std::nullopt;
+        uses[i][loopDim] = true;
+      }
+      if (!uses[i][rows]) return std::nullopt;
+    }
+    std::array<std::vector<int>, 2> ownOf;  // by input
+    for (int loopDim : dims.output.loopDim) {
+      if (loopDim < 0) return std::nullopt;
+      if (uses[0][loopDim] && uses[1][loopDim])
+        plan.batch.push_back(loopDim);
+      else
+        ownOf[uses[0][loopDim] ? 0 : 1].push_back(loopDim);
+    }
+    if (ownOf[0].empty() || ownOf[1].empty()) return std::nullopt;
+
+    // The dim of input i to split for `role`: the input's innermost dim when it splits into
+    // full tiles (the packing then copies whole vectors), else the one with the largest tile.
+    auto splitDim = [&](std::size_t i, int role) {
+      const int innermost = dims.inputs[i].loopDim.back();
+      const int64_t full = role == 0 ? layout.registerRows : layout.packWidth;
+      int best = -1;
+      for (int loopDim : ownOf[i]) {
+        const int64_t t = rowSumTile(role, dims.loops[loopDim].size);
+        if (loopDim == innermost && t == full) return loopDim;
+        if (best < 0 || t > rowSumTile(role, dims.loops[best].size)) best = loopDim;
+      }
+      return best;
+    };
+    // Input 0 supplies M unless the other way round gives larger register tiles.
+    auto tileArea = [&](std::size_t m) {
+      return rowSumTile(0, dims.loops[splitDim(m, 0)].size) * rowSumTile(1, dims.loops[splitDim(1 - m, 1)].size);
+    };
+    const std::size_t m = tileArea(1) > tileArea(0) ? 1 : 0;
+    plan.input = {static_cast<int>(m), static_cast<int>(1 - m)};
+    for (int role = 0; role < 2; ++role) {
+      const std::size_t i = plan.input[role];
+      const int split = splitDim(i, role);
+      for (int loopDim : ownOf[i])
+        if (loopDim != split) plan.own[role].push_back(loopDim);
+      plan.own[role].push_back(split);
+      plan.tile[role] = rowSumTile(role, dims.loops[split].size);
+    }
+    for (int loopDim : plan.batch) plan.carriedShape.push_back(dims.loops[loopDim].size);
+    for (int role = 0; role < 2; ++role) {
+      for (int loopDim : plan.own[role]) plan.carriedShape.push_back(dims.loops[loopDim].size);
+      plan.carriedShape.back() /= plan.tile[role];
+    }
+    plan.carriedShape.push_back(plan.tile[0]);
+    plan.carriedShape.push_back(plan.tile[1]);
+    return plan;
+  }
+
+  // One dim of a tensor in a row-sum GEMM's layouts: a loop dim, or the outer (tile index) or
+  // inner (within the tile) part of a split one.
+  enum class Part { Whole, Outer, Inner };
+  using PartDim = std::pair<int, Part>;
+
+  // `value` (laid out as `from`, of sizes `shape`) transposed into the order `to`.
+  Value reorder(mlir::Location where, Value value, const std::vector<PartDim>& from, const Shape& shape,
+                const std::vector<PartDim>& to) {
+    llvm::SmallVector<int64_t> perm;
+    Shape result;
+    for (const PartDim& dim : to) {
+      const auto at = std::find(from.begin(), from.end(), dim) - from.begin();
+      perm.push_back(at);
+      result.push_back(shape[at]);
+    }
+    bool identity = true;
+    for (std::size_t k = 0; k < perm.size(); ++k) identity = identity && perm[k] == static_cast<int64_t>(k);
+    if (identity) return value;
+    return builder.create<mlir::linalg::TransposeOp>(where, value, emptyTensor(where, result), perm)
+        .getResult()[0];
+  }
+
+  // Input `role` of a row-sum GEMM, one row tile of it, as panels (batch..., own dims..., last
+  // own dim / tile, rows, tile).
+  Value packRowSumInput(mlir::Location where, const RowSumGemm& plan, int role, Value tile) {
+    const OperandAccess& access = plan.dims.inputs[plan.input[role]];
+    const int split = plan.own[role].back();
+    const int64_t width = plan.tile[role];
+    Shape expanded;
+    std::vector<PartDim> from;
+    llvm::SmallVector<mlir::ReassociationIndices> reassociation;
+    for (std::size_t k = 0; k < access.loopDim.size(); ++k) {
+      const int64_t at = static_cast<int64_t>(expanded.size());
+      if (access.loopDim[k] == split) {
+        expanded.push_back(access.collapsedShape[k] / width);
+        expanded.push_back(width);
+        from.push_back({split, Part::Outer});
+        from.push_back({split, Part::Inner});
+        reassociation.push_back({at, at + 1});
+      } else {
+        expanded.push_back(access.collapsedShape[k]);
+        from.push_back({access.loopDim[k], Part::Whole});
+        reassociation.push_back({at});
+      }
+    }
+    Value value = builder.create<mlir::tensor::ExpandShapeOp>(where, tensorType(expanded),
+                                                               collapse(where, tile, access), reassociation,
+                                                               sizesOf(expanded));
+    std::vector<PartDim> panels;
+    for (int loopDim : plan.batch) panels.push_back({loopDim, Part::Whole});
+    for (int loopDim : plan.own[role]) panels.push_back({loopDim, loopDim == split ? Part::Outer : Part::Whole});
+    panels.push_back({plan.dims.rowLoop, Part::Whole});
+    panels.push_back({split, Part::Inner});
+    Shape sizes = expanded;
+    for (int64_t& size : sizes)
+      if (size == ir::kRows) size = rowHeight;
+    return reorder(where, value, from, sizes, panels);
+  }
+
+  // The dims of the carried sum, in order.
+  static std::vector<PartDim> carriedDims(const RowSumGemm& plan) {
+    std::vector<PartDim> dims;
+    for (int loopDim : plan.batch) dims.push_back({loopDim, Part::Whole});
+    for (int role = 0; role < 2; ++role)
+      for (int loopDim : plan.own[role])
+        dims.push_back({loopDim, loopDim == plan.own[role].back() ? Part::Outer : Part::Whole});
+    dims.push_back({plan.own[0].back(), Part::Inner});
+    dims.push_back({plan.own[1].back(), Part::Inner});
+    return dims;
+  }
+
+  Value emitRowSumGemm(const ir::Op& op, const RowSumGemm& plan, mlir::Location where, Value accumulator) {
+    // Generic loop dims: those of the carried sum, then the rows.
+    const std::vector<PartDim> carried = carriedDims(plan);
+    const unsigned numLoops = static_cast<unsigned>(carried.size()) + 1;
+    const unsigned rowsLoop = numLoops - 1;
+    auto loopOf = [&](const PartDim& dim) {
+      if (dim.first == plan.dims.rowLoop) return rowsLoop;
+      return static_cast<unsigned>(std::find(carried.begin(), carried.end(), dim) - carried.begin());
+    };
+    auto mapOf = [&](const std::vector<PartDim>& dims) {
+      llvm::SmallVector<mlir::AffineExpr> results;
+      for (const PartDim& dim : dims) results.push_back(builder.getAffineDimExpr(loopOf(dim)));
+      return mlir::AffineMap::get(numLoops, 0, results, &context);
+    };
+    std::array<Value, 2> packedInputs;
+    std::array<mlir::AffineMap, 2> inputMaps;
+    for (int role = 0; role < 2; ++role) {
+      const int i = plan.input[role];
+      packedInputs[i] = packRowSumInput(where, plan, role, tensorOf[op.inputs[i]]);
+      std::vector<PartDim> panels;
+      for (int loopDim : plan.batch) panels.push_back({loopDim, Part::Whole});
+      for (int loopDim : plan.own[role])
+        panels.push_back({loopDim, loopDim == plan.own[role].back() ? Part::Outer : Part::Whole});
+      panels.push_back({plan.dims.rowLoop, Part::Whole});
+      panels.push_back({plan.own[role].back(), Part::Inner});
+      inputMaps[i] = mapOf(panels);
+    }
+    llvm::SmallVector<mlir::AffineMap> maps{inputMaps[0], inputMaps[1], mapOf(carried)};
+    llvm::SmallVector<mlir::utils::IteratorType> iterators(numLoops, mlir::utils::IteratorType::parallel);
+    iterators[rowsLoop] = mlir::utils::IteratorType::reduction;
+    auto generic = builder.create<mlir::linalg::GenericOp>(
+        where, accumulator.getType(), mlir::ValueRange{packedInputs[0], packedInputs[1]},
+        mlir::ValueRange{accumulator}, maps, iterators,
+        [&](mlir::OpBuilder& b, mlir::Location bodyLoc, mlir::ValueRange args) {
+          Value product = b.create<mlir::arith::MulFOp>(bodyLoc, args[0], args[1]);
+          b.create<mlir::linalg::YieldOp>(bodyLoc, Value(b.create<mlir::arith::AddFOp>(bodyLoc, args[2], product)));
+        });
+    generic->setAttr(kContractionAttr, builder.getUnitAttr());
+    generic->setAttr(kRegisterRowsDimAttr,
+                     builder.getI64IntegerAttr(loopOf({plan.own[0].back(), Part::Inner})));
+    return generic.getResult(0);
+  }
+
+  // The carried sum of a row-sum GEMM in the declared layout of the op's result.
+  Value unpackRowSum(mlir::Location where, const RowSumGemm& plan, Value sum, const Shape& resultShape) {
+    std::vector<PartDim> declared;
+    llvm::SmallVector<mlir::ReassociationIndices> merge;
+    for (int loopDim : plan.dims.output.loopDim) {
+      const int64_t at = static_cast<int64_t>(declared.size());
+      if (loopDim == plan.own[0].back() || loopDim == plan.own[1].back()) {
+        declared.push_back({loopDim, Part::Outer});
+        declared.push_back({loopDim, Part::Inner});
+        merge.push_back({at, at + 1});
+      } else {
+        declared.push_back({loopDim, Part::Whole});
+        merge.push_back({at});
+      }
+    }
+    Value value = reorder(where, sum, carriedDims(plan), plan.carriedShape, declared);
+    value = builder.create<mlir::tensor::CollapseShapeOp>(where, value, merge);
+    return expand(where, value, plan.dims.output, resultShape);
+  }
+
   // When the innermost output dim indexes both operands (a batch dim, like Monarch's block
   // index in 'zrl,lsr->zsl'), a register tile along it would gather the parameter element by
-  // element. Returns the order of the output dims to compute in instead (a transpose then
+  // element; when it is short, the tile would use part of a vector. Returns the order of the output dims to compute in instead (a transpose then
   // restores the declared order): the widest output dim that only the parameter operand has
   // moved last, if that operand has it contiguous or it can be packed into panels. Empty: keep.
   std::vector<int> vectorFriendlyOutputOrder(const ir::Op& op, const ContractionDims& dims) const {
@@ -422,7 +668,12 @@ class MLIRGenImpl {
       const auto& loopDims = dims.inputs[i].loopDim;
       return std::count(loopDims.begin(), loopDims.end(), loopDim);
     };
-    if (uses(0, outputDims.back()) == 0 || uses(1, outputDims.back()) == 0) return {};
+    // Also when the innermost output dim is shorter than a panel (BTT's rank in the input
+    // gradient 'zcd,card->zacr'): a register tile along it fills only part of a vector.
+    const int innermost = outputDims.back();
+    const bool batchInnermost = uses(0, innermost) > 0 && uses(1, innermost) > 0;
+    const bool shortInnermost = innermost >= 0 && dims.loops[innermost].size < layout.packWidth;
+    if (!batchInnermost && !shortInnermost) return {};
     int best = -1;
     for (std::size_t k = 0; k + 1 < outputDims.size(); ++k) {
       const int u = outputDims[k];
@@ -431,7 +682,9 @@ class MLIRGenImpl {
         if (uses(i, u) != 1 || uses(1 - i, u) != 0 || !invariant[op.inputs[i]]) continue;
         const bool contiguous = dims.inputs[i].loopDim.back() == u;
         const bool panels = layout.packWidth > 0 && dims.loops[u].size % layout.packWidth == 0;
-        if ((contiguous || panels) && (best < 0 || dims.loops[u].size > dims.loops[outputDims[best]].size))
+        const bool longer = batchInnermost || dims.loops[u].size > dims.loops[innermost].size;
+        if ((contiguous || panels) && longer &&
+            (best < 0 || dims.loops[u].size > dims.loops[outputDims[best]].size))
           best = static_cast<int>(k);
       }
     }

@@ -60,13 +60,6 @@ void canonicalize(mlir::ModuleOp module) {
   (void)mlir::applyPatternsAndFoldGreedily(module, std::move(patterns));
 }
 
-// Largest divisor of `size` that is at most `limit`.
-int64_t largestDivisor(int64_t size, int64_t limit) {
-  for (int64_t d = std::min(size, limit); d > 1; --d)
-    if (size % d == 0) return d;
-  return 1;
-}
-
 // The V tile: the most whole vector registers, up to `vectors`, that divide the dim; else half
 // or a quarter of one; else the whole dim if it is short, else a plain divisor.
 int64_t vectorTile(int64_t size, int64_t lanes, int64_t vectors) {
@@ -105,10 +98,11 @@ void tileContraction(mlir::IRRewriter& rewriter, mlir::linalg::GenericOp op, con
   const mlir::AffineMap outputMap = maps.back();
   if (outputMap.getNumResults() == 0) return;
   const int vDim = static_cast<int>(outputMap.getDimPosition(outputMap.getNumResults() - 1));
-  int mDim = -1;
-  if (auto row = op->getAttrOfType<mlir::IntegerAttr>(kRowDimAttr)) {
-    const int d = static_cast<int>(row.getInt());
-    if (d != vDim && parallel(d)) mDim = d;
+  int mDim = -1;  // the dim MLIRGen named for the tile's rows, else the row dim
+  for (const char* attr : {kRegisterRowsDimAttr, kRowDimAttr}) {
+    auto named = op->getAttrOfType<mlir::IntegerAttr>(attr);
+    const int d = named ? static_cast<int>(named.getInt()) : -1;
+    if (mDim < 0 && d >= 0 && d != vDim && parallel(d)) mDim = d;
   }
   if (mDim < 0) {  // else the longest other parallel dim
     for (int d = 0; d < numLoops; ++d)
@@ -236,6 +230,7 @@ Layout chooseLayout(const KernelProgram& program, const HostTarget& host) {
     if (layout.rowTiles.empty() || height < layout.rowTiles.back()) layout.rowTiles.push_back(height);
   // A panel is the V tile of the register tile: two vector registers.
   layout.packWidth = 2 * host.vectorBits / (8 * static_cast<int64_t>(dtypeSize(program.dtype)));
+  layout.registerRows = rows;
   return layout;
 }
 

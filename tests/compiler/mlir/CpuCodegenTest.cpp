@@ -293,6 +293,73 @@ TEST(CpuCodegen, SumOverRowsAccumulatesAcrossRowTiles) {
   }
 }
 
+// Sums over the rows (parameter gradients) run as GEMMs with the rows as K on panels packed per
+// row tile: M and N dims of sizes that split into whole register tiles and sizes that do not,
+// batch dims (in both operands) outermost and innermost, the split dim contiguous in its
+// operand or not, a declared output order the packed sum must be transposed back into.
+TEST(CpuCodegen, SumsOverTheRowsRunAsPackedGemms) {
+  struct Case {
+    const char* equation;
+    Shape a, b, result;
+  };
+  const std::vector<Case> cases = {
+      {"zab,zacr->abcr", {N, 4, 8}, {N, 4, 5, 3}, {4, 8, 5, 3}},       // BTT dW0, batch a
+      {"zab,zacr->abcr", {N, 2, 64}, {N, 2, 32, 2}, {2, 64, 32, 2}},
+      {"zacr,zcd->card", {N, 6, 3, 4}, {N, 3, 64}, {3, 6, 4, 64}},     // BTT dW1, a split strided
+      {"zrl,zsl->lsr", {N, 16, 3}, {N, 40, 3}, {3, 40, 16}},           // Monarch dW2, batch innermost
+      {"zi,zo->oi", {N, 24}, {N, 64}, {64, 24}},
+      {"zi,zo->io", {N, 13}, {N, 7}, {13, 7}},
+      {"zi,zo->io", {N, 1}, {N, 5}, {1, 5}},
+  };
+  for (DType dtype : {DType::F32, DType::F64}) {
+    for (const Case& c : cases) {
+      SCOPED_TRACE(c.equation);
+      ProgramBuilder b("row_sum", dtype);
+      const auto a = b.input("A", c.a);
+      const auto other = b.input("B", c.b);
+      b.output(b.contract("dW", c.equation, {a, other}, c.result));
+      expectMatchesReference(b.program, {0, 1, 7, 64, 300});
+    }
+  }
+}
+
+// Sums over the rows that the GEMM form does not take stay plain loops: no dim of one operand's
+// own, a reduction besides the rows, a diagonal.
+TEST(CpuCodegen, OtherSumsOverTheRows) {
+  ProgramBuilder b("other_row_sums", DType::F32);
+  const auto x = b.input("x", {N, 4, 6});
+  const auto y = b.input("y", {N, 4, 6});
+  const auto w = b.input("w", {N, 6, 5});
+  b.output(b.contract("elementwise", "zab,zab->ab", {x, y}, {4, 6}));
+  b.output(b.contract("two_reductions", "zab,zbc->ac", {x, w}, {4, 5}));
+  b.output(b.contract("diagonal", "zaa,zab->ab", {b.input("s", {N, 4, 4}), x}, {4, 6}));
+  expectMatchesReference(b.program, {0, 1, 7, 64, 300});
+}
+
+// The innermost output dim r is shorter than a vector (BTT's rank in the input gradient), so
+// the kernel computes along a (packed into panels) and transposes the result; with a of a size
+// that does not split into panels it keeps the declared order.
+TEST(CpuCodegen, ShortInnermostOutputDim) {
+  for (DType dtype : {DType::F32, DType::F64}) {
+    for (int64_t a : {int64_t{64}, int64_t{7}}) {
+      for (int64_t r : {int64_t{1}, int64_t{4}}) {
+        ProgramBuilder b("short_innermost", dtype);
+        const auto dz = b.input("dz", {N, 3, 5});
+        const auto w = b.input("W", {3, a, r, 5});
+        b.output(b.contract("dt", "zcd,card->zacr", {dz, w}, {N, a, 3, r}));
+        expectMatchesReference(b.program, {0, 1, 7, 64, 300});
+      }
+    }
+  }
+}
+
+TEST(CpuCodegen, BttBackward1024) {
+  for (int64_t rank : {1, 4}) {
+    const ir::LayerProgram layer = buildLayer("btt(in=1024, out=1024, rank=" + std::to_string(rank) + ")");
+    expectMatchesReference(backwardKernel(layer, DType::F32), {1, 7, 100});
+  }
+}
+
 TEST(CpuCodegen, StaticEinsumWithoutRows) {
   ProgramBuilder b("einsum", DType::F64);
   const auto a = b.input("A", {7, 9});
