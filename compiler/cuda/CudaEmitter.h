@@ -13,6 +13,14 @@
 //  - Values without a row axis that sum over rows (parameter gradients) come after: a "row
 //    chunks" kernel writes one partial result per chunk of rows, then a "chunk sum" kernel adds
 //    the partials in chunk order. No atomics: results are bitwise reproducible for a row count.
+//  - A two-operand contraction that is a batched matrix product (every label a batch, M, N or K
+//    label; the row axis in M for row values, in K for row sums) runs as a tiled GEMM: output
+//    tiles of BM x BN, a K loop staging BK-deep slices of both operands in shared memory, each
+//    of the 256 threads accumulating a (BM/16) x (BN/16) register block; at bf16 the tiles are
+//    multiples of 16 (zero padded) and warps multiply them on tensor cores (wmma m16n16k16,
+//    fp32 accumulation). Row sums split K over row chunks, one block per (chunk, tile). Tile
+//    sizes are chosen per contraction from its extents (padding waste against shared-memory
+//    traffic per FMA). Other contractions use one thread per output element.
 // Reshape, Permute, Pad, Truncate and Add are never materialised unless they are outputs: they
 // become index arithmetic inside the accessors of the values that read them.
 //
@@ -61,6 +69,8 @@ struct KernelLaunch {
   int64_t elements = 0;     // elements of the value computed (not RowTiles)
   int64_t rowsPerTile = 0;  // RowTiles
   int64_t maxChunks = 1;    // RowChunks / ChunkSum: the most row chunks used
+  int64_t tilesPerChunk = 0;  // RowChunks of a tiled GEMM: blocks per row chunk (0: not tiled)
+  std::string tiles;          // tile shapes of the tiled contractions, for the launch plan
   int threads = 256;
   int64_t sharedBytes = 0;
 };
@@ -95,11 +105,14 @@ CudaProgram emitCuda(const KernelProgram& program, const EmitOptions& options);
 
 // The same kernels as plain C++ for the host: every kernel becomes
 //   extern "C" void NAME(<kernel arguments>, unsigned grid, unsigned block, unsigned char* shared)
-// which runs the blocks in turn and, inside a block, every phase for all threads before the
-// next phase (a phase boundary is where CUDA has __syncthreads), plus NAME_packed(rows, chunks,
-// void* const* buffers, grid, block, shared) taking the buffers as one array (inputs, outputs,
-// scratch). The kernel bodies are the very
-// text emitCuda renders, so running this on the host checks the index arithmetic without a GPU.
+// which runs the blocks in turn and, inside a block, every thread as a fiber that runs to its
+// next __syncthreads() before the next thread runs (so barriers inside loops and per-thread
+// register tiles behave as on the GPU), plus NAME_packed(rows, chunks, void* const* buffers,
+// grid, block, shared) taking the buffers as one array (inputs, outputs, scratch), and
+// einjit_sim_problem(): null, or what went wrong (threads that skipped a barrier). bf16 tensor-core
+// fragments are whole 16x16 tiles on the host (every lane computes the tile). The kernel bodies
+// are the very text emitCuda renders, so running this on the host checks the index arithmetic,
+// the tiling and the barriers without a GPU.
 std::string emitHostSimulation(const KernelProgram& program, const EmitOptions& options);
 
 }  // namespace einjit::cuda

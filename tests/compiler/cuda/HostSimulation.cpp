@@ -94,6 +94,10 @@ std::vector<Tensor> simulateOnHost(const KernelProgram& program, const EmitOptio
   void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (handle == nullptr) throw std::runtime_error(std::string("dlopen: ") + dlerror());
 
+  using Problem = const char* (*)();
+  const auto problemOf = reinterpret_cast<Problem>(dlsym(handle, "einjit_sim_problem"));
+  if (problemOf == nullptr) throw std::runtime_error("the host simulation lacks einjit_sim_problem");
+
   std::vector<std::vector<unsigned char>> buffers;
   for (const Tensor* input : inputs) buffers.push_back(toStorage(*input, options.precision));
   std::vector<Shape> outputShapes;
@@ -114,6 +118,11 @@ std::vector<Tensor> simulateOnHost(const KernelProgram& program, const EmitOptio
     std::vector<unsigned char> shared(launch.sharedBytes, 0xff);
     kernel(rows, chunkCount(launch, rows), pointers.data(), static_cast<unsigned>(grid),
            static_cast<unsigned>(launch.threads), shared.data());
+    if (const char* problem = problemOf()) {
+      const std::string message = launch.kernel + ": " + problem;
+      dlclose(handle);
+      throw std::runtime_error(message);
+    }
   }
   dlclose(handle);
   std::filesystem::remove_all(std::filesystem::path(library).parent_path());

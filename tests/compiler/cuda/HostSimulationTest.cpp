@@ -2,7 +2,10 @@
 // and phases run in turn) and are compared with the reference executor: every structure,
 // forward and backward, at float64 (tight tolerance: any index error shows), float32 and
 // bfloat16; the shared-memory and the global-scratch placement of intermediates; row counts
-// that leave a partial tile and several row chunks; classic einsums.
+// that leave a partial tile and several row chunks; the tiled contractions (scalar register
+// tiles, and bf16 tensor-core tiles through the host fragment shim) on sizes that are and are
+// not multiples of the tiles and of 16, with the path each case takes checked in the launch plan;
+// classic einsums.
 #include <gtest/gtest.h>
 
 #include <cctype>
@@ -36,6 +39,9 @@ struct SimCase {
   int64_t rows;
   int64_t sharedBudget;  // small budgets force intermediates into global scratch
   double tolerance;
+  // Text every launch plan of the case (forward and backward) must contain, e.g. the tile kind;
+  // empty: not checked.
+  std::string expectedInPlan = {};
 };
 
 // Relative tolerances: f64 accumulates in double (only rounding order differs from the
@@ -60,6 +66,17 @@ std::vector<SimCase> layerCases() {
   cases.push_back({"theta(in=18, out=15, alpha=0.5, beta=0.25, gamma=0.25, delta=0.25, epsilon=0.5, "
                    "phi=0.25, rho=0.25)",
                    Precision::BF16, 9, 227 * 1024, kBf16Tolerance});
+  // Tiled contractions with partial tiles: dense forward in 128-row tiles, dx, and the tiled
+  // row sum of dW (several row chunks at 300 rows); scalar register tiles at f64 and f32.
+  cases.push_back({"dense(in=70, out=45)", Precision::F64, 300, 227 * 1024, kF64Tolerance, "per thread"});
+  cases.push_back({"dense(in=70, out=45)", Precision::F32, 5, 227 * 1024, kF32Tolerance, "per thread"});
+  cases.push_back({"btt(in=64, out=80, rank=3)", Precision::F64, 130, 48 * 1024, kF64Tolerance, "per thread"});
+  // bf16 on tensor cores (every extent >= 16, zero-padded to multiples of 16) ...
+  cases.push_back({"dense(in=48, out=40)", Precision::BF16, 67, 227 * 1024, kBf16Tolerance, "wmma"});
+  cases.push_back({"btt(in=256, out=256, rank=2)", Precision::BF16, 5, 227 * 1024, kBf16Tolerance, "wmma"});
+  cases.push_back({"monarch(in=64, out=64, blocks=4)", Precision::BF16, 67, 227 * 1024, kBf16Tolerance, "wmma"});
+  // ... and the scalar tiles where an extent is below 16.
+  cases.push_back({"btt(in=12, out=20, rank=2)", Precision::BF16, 300, 227 * 1024, kBf16Tolerance, "per thread"});
   return cases;
 }
 
@@ -89,6 +106,13 @@ TEST_P(HostSimulationLayer, ForwardAndBackwardMatchReference) {
   const std::vector<Tensor> weights = kernelParameterTensors(layer, params, DType::F64);
   std::vector<const Tensor*> inputs = {&x};
   for (const Tensor& weight : weights) inputs.push_back(&weight);
+
+  if (!c.expectedInPlan.empty()) {
+    for (const KernelProgram& program : {forwardKernel(layer, DType::F32), backwardKernel(layer, DType::F32)})
+      EXPECT_NE(emitCuda(program, options).launchPlan().find(c.expectedInPlan), std::string::npos)
+          << program.name << " does not use '" << c.expectedInPlan << "':\n"
+          << emitCuda(program, options).launchPlan();
+  }
 
   const std::vector<Tensor> y =
       simulateOnHost(forwardKernel(layer, DType::F32), options, c.rows, inputs);
@@ -209,6 +233,33 @@ TEST(HostSimulationViews, PermutePadReshapeAddTruncate) {
     ASSERT_EQ(result.size(), 1u);
     EXPECT_LE(relativeError(result[0], expected), kF64Tolerance) << "shared budget " << budget;
   }
+}
+
+// Tile shapes follow the sizes: a 4096-wide dense layer takes 128-row blocks and 128x128
+// register tiles (8x8 per thread) forward and for dW; bf16 BTT at 4096 runs on tensor cores;
+// extents below 16 keep bf16 on scalar tiles; another block size disables tiling.
+TEST(TilePlan, ChosenFromTheLayerSizes) {
+  EmitOptions f32;
+  const ir::LayerProgram dense = buildLayer("dense(in=4096, out=4096)");
+  const std::string forward = emitCuda(forwardKernel(dense, DType::F32), f32).launchPlan();
+  EXPECT_NE(forward.find("128 rows per block"), std::string::npos) << forward;
+  EXPECT_NE(forward.find("128x128x32 (8x8 per thread)"), std::string::npos) << forward;
+  const std::string backward = emitCuda(backwardKernel(dense, DType::F32), f32).launchPlan();
+  EXPECT_NE(backward.find("row chunks of 1024 tiles"), std::string::npos) << backward;
+
+  EmitOptions bf16;
+  bf16.precision = Precision::BF16;
+  const ir::LayerProgram btt = buildLayer("btt(in=4096, out=4096, rank=4)");
+  const std::string bttPlan = emitCuda(forwardKernel(btt, DType::F32), bf16).launchPlan();
+  EXPECT_NE(bttPlan.find("bf16 wmma"), std::string::npos) << bttPlan;
+  const ir::LayerProgram small = buildLayer("btt(in=12, out=20, rank=2)");
+  const std::string smallPlan = emitCuda(forwardKernel(small, DType::F32), bf16).launchPlan();
+  EXPECT_EQ(smallPlan.find("wmma"), std::string::npos) << smallPlan;
+  EXPECT_NE(smallPlan.find("per thread"), std::string::npos) << smallPlan;
+
+  EmitOptions otherBlock;
+  otherBlock.threadsPerBlock = 128;
+  EXPECT_EQ(emitCuda(forwardKernel(dense, DType::F32), otherBlock).launchPlan().find("per thread"), std::string::npos);
 }
 
 }  // namespace
