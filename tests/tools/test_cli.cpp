@@ -238,10 +238,4 @@ TEST_F(CliTest, LayerSpecErrorsPointAtTheValue) {
   EXPECT_FALSE(fs::exists(path("y.npy")));
 }
 
-TEST_F(CliTest, DemoRuns) {
-  Result r = einjit("demo");
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_NE(r.out.find("OK"), std::string::npos) << r.out;
-}
-
 }  // namespace
