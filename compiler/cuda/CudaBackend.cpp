@@ -6,11 +6,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
 
+#include "compiler/cuda/CudaAllocator.h"
 #include "compiler/cuda/CudaDriver.h"
 #include "compiler/cuda/Nvrtc.h"
 #include "einjit/error.h"
@@ -38,58 +38,6 @@ std::optional<std::string> readFileIfPresent(const std::string& path) {
   if (in.bad()) return std::nullopt;
   return bytes;
 }
-
-// ---- device memory: a caching allocator with free lists by power-of-two size class ----
-
-class DeviceAllocator {
- public:
-  CUdeviceptr allocate(std::size_t bytes, std::size_t& sizeClass) {
-    sizeClass = 256;
-    while (sizeClass < bytes) sizeClass *= 2;
-    {
-      std::lock_guard lock(mutex_);
-      std::vector<CUdeviceptr>& list = free_[sizeClass];
-      if (!list.empty()) {
-        const CUdeviceptr pointer = list.back();
-        list.pop_back();
-        return pointer;
-      }
-    }
-    CUdeviceptr pointer = 0;
-    check(driver().cuMemAlloc(&pointer, sizeClass), "cuMemAlloc");
-    return pointer;
-  }
-  void release(CUdeviceptr pointer, std::size_t sizeClass) {
-    std::lock_guard lock(mutex_);
-    free_[sizeClass].push_back(pointer);
-  }
-
- private:
-  std::mutex mutex_;
-  std::map<std::size_t, std::vector<CUdeviceptr>> free_;
-};
-
-// Never destroyed: buffers cached at exit are reclaimed with the process.
-DeviceAllocator& allocator() {
-  static DeviceAllocator* instance = new DeviceAllocator;
-  return *instance;
-}
-
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
-    pointer_ = allocator().allocate(std::max<std::size_t>(bytes, 1), sizeClass_);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { allocator().release(pointer_, sizeClass_); }
-  CUdeviceptr pointer() const { return pointer_; }
-  std::size_t bytes() const { return bytes_; }
-
- private:
-  CUdeviceptr pointer_ = 0;
-  std::size_t bytes_ = 0, sizeClass_ = 0;
-};
 
 // ---- host <-> device conversion ----
 

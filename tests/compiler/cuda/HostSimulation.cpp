@@ -133,4 +133,6 @@ std::vector<Tensor> simulateOnHost(const KernelProgram& program, const EmitOptio
   return outputs;
 }
 
+std::string compileHostLibrary(const std::string& source) { return compileLibrary(source); }
+
 }  // namespace einjit::cuda::testing

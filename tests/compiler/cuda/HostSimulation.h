@@ -20,4 +20,9 @@ namespace einjit::cuda::testing {
 std::vector<Tensor> simulateOnHost(const KernelProgram& program, const EmitOptions& options,
                                    int64_t rows, const std::vector<const Tensor*>& inputs);
 
+// Compiles host C++ `source` (a host simulation flavour) with the system C++ compiler into a
+// shared library in a fresh temporary directory; returns the library's path. Throws
+// std::runtime_error if it does not compile.
+std::string compileHostLibrary(const std::string& source);
+
 }  // namespace einjit::cuda::testing
