@@ -4,10 +4,47 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <string>
 #include <vector>
 
 namespace einjit {
+
+namespace detail {
+
+// Tensor storage blocks, 64-byte aligned (a cache line, one AVX-512 vector); defined in
+// runtime/tensor/Tensor.cpp.
+void* allocateTensorStorage(std::size_t bytes);
+void releaseTensorStorage(void* block, std::size_t bytes) noexcept;
+
+// The allocator of tensor storage. Elements are default-initialised, so that resizing leaves
+// fresh bytes unwritten; Tensor's constructor zero-fills them explicitly,
+// Tensor::uninitialised does not.
+template <class T>
+struct TensorAllocator {
+  using value_type = T;
+
+  TensorAllocator() = default;
+  template <class U>
+  TensorAllocator(const TensorAllocator<U>&) noexcept {}
+
+  T* allocate(std::size_t n) { return static_cast<T*>(allocateTensorStorage(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t n) noexcept { releaseTensorStorage(p, n * sizeof(T)); }
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(static_cast<Args&&>(args)...);
+  }
+  template <class U>
+  bool operator==(const TensorAllocator<U>&) const noexcept {
+    return true;
+  }
+};
+
+}  // namespace detail
 
 enum class DType { F32, F64 };
 
@@ -24,6 +61,9 @@ class Tensor {
  public:
   Tensor() = default;
   Tensor(DType dtype, Shape shape);  // zero-filled
+  // A tensor whose elements are left unwritten (whatever the allocation held), for results
+  // that the caller overwrites element by element: it saves the zero-fill pass.
+  static Tensor uninitialised(DType dtype, Shape shape);
 
   DType dtype() const { return dtype_; }
   const Shape& shape() const { return shape_; }
@@ -50,7 +90,7 @@ class Tensor {
   DType dtype_ = DType::F32;
   Shape shape_;
   int64_t numel_ = 0;
-  std::vector<std::byte> bytes_;
+  std::vector<std::byte, detail::TensorAllocator<std::byte>> bytes_;
 };
 
 }  // namespace einjit

@@ -243,9 +243,12 @@ Var causalSelfAttention(Tape& tape, const Var& q, const Var& k, const Var& v, in
 
   // The probabilities are kept for the backward pass only.
   const bool backward = detail::needsBackward(tape, {&q, &k, &v});
+  const Shape probabilitiesShape{batch, heads, seq, seq};
   auto probabilities =
-      backward ? std::make_shared<Tensor>(dtype, Shape{batch, heads, seq, seq}) : nullptr;
-  Tensor value(dtype, q->value.shape());
+      backward ? std::make_shared<Tensor>(Tensor::uninitialised(dtype, probabilitiesShape))
+               : nullptr;
+  // Every element of the outputs below is written by exactly one task.
+  Tensor value = Tensor::uninitialised(dtype, q->value.shape());
   detail::dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     const T scale = static_cast<T>(logitScale);
@@ -261,7 +264,9 @@ Var causalSelfAttention(Tape& tape, const Var& q, const Var& k, const Var& v, in
   tape.record([out, q, k, v, probabilities, shape, logitScale] {
     if (out->grad.numel() == 0) return;
     const DType type = q->value.dtype();
-    Tensor dq(type, q->value.shape()), dk(type, q->value.shape()), dv(type, q->value.shape());
+    Tensor dq = Tensor::uninitialised(type, q->value.shape());
+    Tensor dk = Tensor::uninitialised(type, q->value.shape());
+    Tensor dv = Tensor::uninitialised(type, q->value.shape());
     detail::dispatch(type, [&](auto tag) {
       using T = decltype(tag);
       const T scale = static_cast<T>(logitScale);

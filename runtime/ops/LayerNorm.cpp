@@ -100,7 +100,7 @@ Var layerNorm(Tape& tape, const Var& x, const Var& gamma, const Var& beta, doubl
   // Statistics kept for the backward pass (rows doubles each: small next to x).
   auto mean = std::make_shared<std::vector<double>>(static_cast<size_t>(rows));
   auto rstd = std::make_shared<std::vector<double>>(static_cast<size_t>(rows));
-  Tensor value(x->value.dtype(), x->value.shape());
+  Tensor value = Tensor::uninitialised(x->value.dtype(), x->value.shape());
   dispatch(value.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* g = gamma ? gamma->value.data<T>() : nullptr;
@@ -119,7 +119,7 @@ Var layerNorm(Tape& tape, const Var& x, const Var& gamma, const Var& beta, doubl
     const int64_t chunks = std::max<int64_t>(1, (rows + chunkRows - 1) / chunkRows);
     dispatch(x->value.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      Tensor dx(x->value.dtype(), x->value.shape());
+      Tensor dx = Tensor::uninitialised(x->value.dtype(), x->value.shape());
       // Per-chunk partial sums of dgamma and dbeta, added in chunk order below.
       std::vector<T> partialGamma(wantGamma ? chunks * width : 0, T(0));
       std::vector<T> partialBeta(wantBeta ? chunks * width : 0, T(0));

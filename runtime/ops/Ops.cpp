@@ -75,7 +75,7 @@ Var embedding(Tape& tape, const std::vector<int32_t>& ids, const Var& table) {
                       std::to_string(vocab) + ")");
   const int64_t rows = static_cast<int64_t>(ids.size());
   const DType dtype = table->value.dtype();
-  Tensor value(dtype, {rows, width});
+  Tensor value = Tensor::uninitialised(dtype, {rows, width});
   dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     const T* src = table->value.data<T>();
@@ -96,18 +96,26 @@ Var embedding(Tape& tape, const std::vector<int32_t>& ids, const Var& table) {
       for (int64_t v = 0; v < vocab; ++v) start[v + 1] += start[v];
       std::vector<int64_t> order(ids.size()), next(start.begin(), start.end() - 1);
       for (size_t r = 0; r < ids.size(); ++r) order[next[ids[r]]++] = static_cast<int64_t>(r);
-      Tensor dtable(table->value.dtype(), table->value.shape());
+      Tensor dtable = Tensor::uninitialised(table->value.dtype(), table->value.shape());
       dispatch(dtable.dtype(), [&](auto tag) {
         using T = decltype(tag);
         const T* g = out->grad.data<T>();
         T* dst = dtable.data<T>();
         parallelChunks(vocab, rowsPerChunk(width), [&](int64_t, int64_t begin, int64_t end) {
-          for (int64_t v = begin; v < end; ++v)
-            for (int64_t k = start[v]; k < start[v + 1]; ++k) {
+          for (int64_t v = begin; v < end; ++v) {
+            T* target = dst + v * width;
+            if (start[v] == start[v + 1]) {
+              std::fill(target, target + width, T(0));
+              continue;
+            }
+            // The first contribution is copied (0 + row is row exactly), the others added.
+            const T* first = g + order[start[v]] * width;
+            std::copy(first, first + width, target);
+            for (int64_t k = start[v] + 1; k < start[v + 1]; ++k) {
               const T* row = g + order[k] * width;
-              T* target = dst + v * width;
               for (int64_t j = 0; j < width; ++j) target[j] += row[j];
             }
+          }
         });
       });
       accumulate(*table, std::move(dtable));
@@ -122,7 +130,7 @@ Var add(Tape& tape, const Var& a, const Var& b) {
   if (a->value.shape() != b->value.shape())
     throw UserError("add: shapes differ, a is " + shapeToString(a->value.shape()) + " and b is " +
                     shapeToString(b->value.shape()) + "; expected equal shapes");
-  Tensor value(a->value.dtype(), a->value.shape());
+  Tensor value = Tensor::uninitialised(a->value.dtype(), a->value.shape());
   dispatch(value.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* x = a->value.data<T>();
@@ -153,7 +161,7 @@ Var addBias(Tape& tape, const Var& x, const Var& bias) {
     throw UserError("addBias: the bias has shape " + shapeToString(bias->value.shape()) +
                     ", expected " + shapeToString({width}) + " for x of shape " +
                     shapeToString(x->value.shape()));
-  Tensor value(x->value.dtype(), x->value.shape());
+  Tensor value = Tensor::uninitialised(x->value.dtype(), x->value.shape());
   dispatch(value.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* src = x->value.data<T>();
@@ -182,7 +190,7 @@ Var scale(Tape& tape, const Var& x, double s) {
   checkNotNull("scale", x, "x");
   if (!std::isfinite(s))
     throw UserError("scale: the factor must be finite, got " + std::to_string(s));
-  Tensor value(x->value.dtype(), x->value.shape());
+  Tensor value = Tensor::uninitialised(x->value.dtype(), x->value.shape());
   dispatch(value.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T factor = static_cast<T>(s);
@@ -192,7 +200,7 @@ Var scale(Tape& tape, const Var& x, double s) {
   if (out->requiresGrad)
     tape.record([out, x, s] {
       if (out->grad.numel() == 0) return;
-      Tensor dx(out->grad.dtype(), out->grad.shape());
+      Tensor dx = Tensor::uninitialised(out->grad.dtype(), out->grad.shape());
       dispatch(dx.dtype(), [&](auto tag) {
         using T = decltype(tag);
         const T factor = static_cast<T>(s);
@@ -220,7 +228,7 @@ Var reshape(Tape& tape, const Var& x, const Shape& shape) {
 
 Var gelu(Tape& tape, const Var& x) {
   checkNotNull("gelu", x, "x");
-  Tensor value(x->value.dtype(), x->value.shape());
+  Tensor value = Tensor::uninitialised(x->value.dtype(), x->value.shape());
   dispatch(value.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* src = x->value.data<T>();
@@ -232,7 +240,7 @@ Var gelu(Tape& tape, const Var& x) {
   if (out->requiresGrad)
     tape.record([out, x] {
       if (out->grad.numel() == 0) return;
-      Tensor dx(x->value.dtype(), x->value.shape());
+      Tensor dx = Tensor::uninitialised(x->value.dtype(), x->value.shape());
       dispatch(dx.dtype(), [&](auto tag) {
         using T = decltype(tag);
         const T* u = x->value.data<T>();
@@ -251,7 +259,7 @@ Var relu(Tape& tape, const Var& x, double gain) {
   checkNotNull("relu", x, "x");
   if (!std::isfinite(gain))
     throw UserError("relu: the gain must be finite, got " + std::to_string(gain));
-  Tensor value(x->value.dtype(), x->value.shape());
+  Tensor value = Tensor::uninitialised(x->value.dtype(), x->value.shape());
   dispatch(value.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T factor = static_cast<T>(gain);
@@ -261,7 +269,7 @@ Var relu(Tape& tape, const Var& x, double gain) {
   if (out->requiresGrad)
     tape.record([out, x, gain] {
       if (out->grad.numel() == 0) return;
-      Tensor dx(x->value.dtype(), x->value.shape());
+      Tensor dx = Tensor::uninitialised(x->value.dtype(), x->value.shape());
       dispatch(dx.dtype(), [&](auto tag) {
         using T = decltype(tag);
         const T factor = static_cast<T>(gain);
@@ -323,7 +331,7 @@ Var crossEntropy(Tape& tape, const Var& logits, const std::vector<int32_t>& targ
   if (out->requiresGrad)
     tape.record([out, logits, targets, logSumExp, rows, vocab] {
       if (out->grad.numel() == 0) return;
-      Tensor dlogits(logits->value.dtype(), logits->value.shape());
+      Tensor dlogits = Tensor::uninitialised(logits->value.dtype(), logits->value.shape());
       dispatch(dlogits.dtype(), [&](auto tag) {
         using T = decltype(tag);
         const T g = static_cast<T>(out->grad.get(0) / static_cast<double>(rows));
@@ -379,7 +387,7 @@ Var meanSquaredError(Tape& tape, const Var& pred, const Tensor& target) {
   if (out->requiresGrad)
     tape.record([out, pred, target, count] {
       if (out->grad.numel() == 0) return;
-      Tensor dpred(target.dtype(), target.shape());
+      Tensor dpred = Tensor::uninitialised(target.dtype(), target.shape());
       dispatch(dpred.dtype(), [&](auto tag) {
         using T = decltype(tag);
         const T factor = static_cast<T>(2.0 * out->grad.get(0) / static_cast<double>(count));

@@ -108,7 +108,8 @@ Var StructuredLinear::forward(Tape& tape, const Var& x) const {
     for (const KernelParameterInput& kernelInput : state.kernelInputs)
       inputs.push_back(&state.weights[kernelInput.param]->value);
   }
-  Tensor y(state.dtype, {rows, program_.dOut});
+  // The compiled kernels overwrite every element of their outputs.
+  Tensor y = Tensor::uninitialised(state.dtype, {rows, program_.dOut});
   cpu::runKernel(state.forward, *state.forwardCode, rows, inputs, {&y});
   if (state.bias)
     detail::dispatch(state.dtype,
@@ -134,9 +135,11 @@ Var StructuredLinear::forward(Tape& tape, const Var& x) const {
 
     // dx, then the gradient of every kernel parameter input.
     std::vector<Tensor> gradients;
-    gradients.emplace_back(s.dtype, Shape{n, s.program.dIn});
-    for (const KernelParameterInput& kernelInput : s.kernelInputs)
-      gradients.emplace_back(s.dtype, s.program.params[kernelInput.param].shape);
+    gradients.push_back(Tensor::uninitialised(s.dtype, Shape{n, s.program.dIn}));
+    for (const KernelParameterInput& kernelInput : s.kernelInputs) {
+      const Shape& shape = s.program.params[kernelInput.param].shape;
+      gradients.push_back(Tensor::uninitialised(s.dtype, shape));
+    }
     std::vector<Tensor*> outputs;
     for (Tensor& gradient : gradients) outputs.push_back(&gradient);
     cpu::runKernel(s.backward, *s.backwardCode, n, kernelInputs, outputs);
