@@ -1,7 +1,7 @@
 // From the scheduled module (tensors, vectors, loops) to LLVM IR: empty-tensor elimination,
 // one-shot bufferisation (in place into the argument buffers), alloc hoisting and deallocation,
-// copies as loops, vector lowering (contract -> outer products -> FMAs, masks, transfers), the
-// standard conversions to the LLVM dialect, and translation.
+// copies as loops, vector lowering (contract -> outer products -> FMAs, transposes -> shuffles,
+// masks, transfers), the standard conversions to the LLVM dialect, and translation.
 // The translated body is wrapped in the entry point of CpuCodegen.h.
 #include "compiler/mlir/CodegenStages.h"
 #include "compiler/mlir/CpuCodegen.h"
@@ -55,8 +55,12 @@ void lowerVectorOps(mlir::ModuleOp module) {
   mlir::RewritePatternSet contractions(context);
   mlir::vector::VectorTransformsOptions options;
   options.setVectorTransformsOptions(mlir::vector::VectorContractLowering::OuterProduct);
+  // Transposes of 16x16 floats (AVX-512) as four stages of 16 two-register shuffles;
+  // other 2-D shapes as one shuffle of the flattened vector, which LLVM splits into permutes.
+  options.setVectorTransposeLowering(mlir::vector::VectorTransposeLowering::Shuffle16x16);
   mlir::vector::populateCastAwayVectorLeadingOneDimPatterns(contractions);
   mlir::vector::populateVectorContractLoweringPatterns(contractions, options);
+  mlir::vector::populateVectorTransposeLoweringPatterns(contractions, options);
   auto* vector = context->getLoadedDialect<mlir::vector::VectorDialect>();
   vector->getCanonicalizationPatterns(contractions);
   for (mlir::RegisteredOperationName op : context->getRegisteredOperations())

@@ -370,12 +370,21 @@ class MLIRGenImpl {
     int64_t width = 0;  // 0: no split
   };
 
+  // Columns of a panel along a dim of `size`: a register tile's width (two vector registers),
+  // else one vector register; 0 if neither divides the dim.
+  int64_t panelWidth(int64_t size) const {
+    for (int64_t width : {layout.packWidth, layout.packWidth / 2})
+      if (width > 0 && size % width == 0) return width;
+    return 0;
+  }
+
   PanelSplit choosePanels(const ir::Op& op, const ContractionDims& dims) const {
     PanelSplit split;
     if (layout.packWidth <= 0 || !firstRowLoop || dims.output.loopDim.empty()) return split;
     const int v = dims.output.loopDim.back();
     const LoopDim& loop = dims.loops[v];
-    if (loop.dynamic || loop.size % layout.packWidth != 0) return split;
+    const int64_t width = loop.dynamic ? 0 : panelWidth(loop.size);
+    if (width == 0) return split;
     int operand = -1;
     for (std::size_t i = 0; i < op.inputs.size(); ++i) {
       const auto& loopDims = dims.inputs[i].loopDim;
@@ -391,7 +400,7 @@ class MLIRGenImpl {
     // crowd into a few L1 sets (BTT's W1 at d = 4096, rows of 64 floats: +15% forward).
     const bool contiguous = loopDims.back() == v;
     if (contiguous && loop.size <= layout.packWidth) return split;
-    return PanelSplit{v, operand, layout.packWidth};
+    return PanelSplit{v, operand, width};
   }
 
   // operand (collapsed, V at position j) -> (V/width, other dims..., width), before the loops.
@@ -681,7 +690,7 @@ class MLIRGenImpl {
       for (std::size_t i = 0; i < 2; ++i) {
         if (uses(i, u) != 1 || uses(1 - i, u) != 0 || !invariant[op.inputs[i]]) continue;
         const bool contiguous = dims.inputs[i].loopDim.back() == u;
-        const bool panels = layout.packWidth > 0 && dims.loops[u].size % layout.packWidth == 0;
+        const bool panels = panelWidth(dims.loops[u].size) > 0;
         const bool longer = batchInnermost || dims.loops[u].size > dims.loops[innermost].size;
         if ((contiguous || panels) && longer &&
             (best < 0 || dims.loops[u].size > dims.loops[outputDims[best]].size))

@@ -12,7 +12,10 @@
 //    dropped: it becomes an (mr x 1) * (1 x nr) product.
 // 3. The tiles are vectorised to vector.contract, and the accumulator's read/write pair is
 //    hoisted out of the reduction loops so it lives in registers (LowerToLLVM turns the
-//    contract into one broadcast + FMA per row of the tile).
+//    contract into one broadcast + FMA per row of the tile; putRowOperandFirst orders the
+//    operands the way that lowering needs).
+// 4. Every transpose with static shapes is tiled into blocks between the input's and the
+//    output's innermost dims (or contiguous runs) and vectorised (tileTranspose).
 // Contractions with a dynamic extent (whole-tensor programs), diagonals, broadcasts and unary
 // contractions stay plain loops.
 #include <algorithm>
@@ -85,6 +88,27 @@ mlir::linalg::GenericOp tile(mlir::IRRewriter& rewriter, mlir::linalg::GenericOp
   return llvm::cast<mlir::linalg::GenericOp>(tiled->tiledOps.back());
 }
 
+// Drops the loops of `tileOp` that have tile size 1, except those in `keep`; the result.
+mlir::linalg::GenericOp dropTileUnitDims(mlir::IRRewriter& rewriter, mlir::linalg::GenericOp tileOp,
+                                         llvm::ArrayRef<int64_t> tileSizes, std::initializer_list<int> keep) {
+  mlir::linalg::ControlDropUnitDims control;
+  control.rankReductionStrategy = mlir::linalg::ControlDropUnitDims::RankReductionStrategy::ExtractInsertSlice;
+  control.controlFn = [&](mlir::Operation*) {
+    llvm::SmallVector<unsigned> dims;
+    for (int d = 0; d < static_cast<int>(tileSizes.size()); ++d)
+      if (tileSizes[d] == 1 && std::find(keep.begin(), keep.end(), d) == keep.end())
+        dims.push_back(static_cast<unsigned>(d));
+    return dims;
+  };
+  NewGenericOps created;
+  rewriter.setListener(&created);
+  rewriter.setInsertionPoint(tileOp);
+  if (mlir::succeeded(mlir::linalg::dropUnitDims(rewriter, tileOp, control)) && !created.ops.empty())
+    tileOp = created.ops.back();
+  rewriter.setListener(nullptr);
+  return tileOp;
+}
+
 void tileContraction(mlir::IRRewriter& rewriter, mlir::linalg::GenericOp op, const HostTarget& host) {
   if (op.getNumDpsInputs() != 2) return;  // a unary contraction (trace, sum) stays plain loops
   const auto maps = op.getIndexingMapsArray();
@@ -143,21 +167,114 @@ void tileContraction(mlir::IRRewriter& rewriter, mlir::linalg::GenericOp op, con
   int keptReduction = -1;
   for (int d = 0; d < numLoops; ++d)
     if (!parallel(d)) keptReduction = d;
-  mlir::linalg::ControlDropUnitDims control;
-  control.rankReductionStrategy = mlir::linalg::ControlDropUnitDims::RankReductionStrategy::ExtractInsertSlice;
-  control.controlFn = [&](mlir::Operation*) {
-    llvm::SmallVector<unsigned> dims;
-    for (int d = 0; d < numLoops; ++d)
-      if (tileSizes[d] == 1 && d != mDim && d != vDim && d != keptReduction) dims.push_back(static_cast<unsigned>(d));
-    return dims;
-  };
-  NewGenericOps created;
-  rewriter.setListener(&created);
-  rewriter.setInsertionPoint(registerTile);
-  if (mlir::succeeded(mlir::linalg::dropUnitDims(rewriter, registerTile, control)) && !created.ops.empty())
-    registerTile = created.ops.back();
-  rewriter.setListener(nullptr);
+  registerTile = dropTileUnitDims(rewriter, registerTile, tileSizes, {mDim, vDim, keptReduction});
   registerTile->setAttr(kVectorizeAttr, rewriter.getUnitAttr());
+}
+
+// Groups of consecutive dims of `shape` such that each group has exactly one dim longer than
+// 1 (the size-1 dims join a neighbour); empty if there is no such dim.
+llvm::SmallVector<mlir::ReassociationIndices> dropUnitDimGroups(llvm::ArrayRef<int64_t> shape) {
+  llvm::SmallVector<mlir::ReassociationIndices> groups;
+  mlir::ReassociationIndices leading;
+  for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d) {
+    if (shape[d] != 1) {
+      groups.push_back(leading);
+      leading.clear();
+      groups.back().push_back(d);
+    } else if (groups.empty()) {
+      leading.push_back(d);
+    } else {
+      groups.back().push_back(d);
+    }
+  }
+  return groups;
+}
+
+// The transpose without its size-1 dims (collapse_shape, transpose, expand_shape): a vector
+// transfer moves whole vectors only along a memory dim that is innermost, and a trailing
+// size-1 dim would turn the writes of a transposed tile into single elements.
+mlir::linalg::TransposeOp dropUnitDimsOfTranspose(mlir::IRRewriter& rewriter, mlir::linalg::TransposeOp op) {
+  const auto inputType = llvm::cast<mlir::RankedTensorType>(op.getInput().getType());
+  const auto outputType = llvm::cast<mlir::RankedTensorType>(op.getInit().getType());
+  const auto inputGroups = dropUnitDimGroups(inputType.getShape());
+  const auto outputGroups = dropUnitDimGroups(outputType.getShape());
+  if (inputGroups.empty() || inputGroups.size() == static_cast<std::size_t>(inputType.getRank())) return op;
+  // The reduced permutation: the kept input dims, numbered in order, as the output takes them.
+  llvm::SmallVector<int64_t> keptIndex(inputType.getRank(), -1);
+  for (std::size_t g = 0; g < inputGroups.size(); ++g)
+    for (int64_t d : inputGroups[g])
+      if (inputType.getDimSize(d) != 1) keptIndex[d] = static_cast<int64_t>(g);
+  llvm::SmallVector<int64_t> perm;
+  for (int64_t j : op.getPermutation())
+    if (keptIndex[j] >= 0) perm.push_back(keptIndex[j]);
+  const mlir::Location loc = op.getLoc();
+  rewriter.setInsertionPoint(op);
+  mlir::Value input = rewriter.create<mlir::tensor::CollapseShapeOp>(loc, op.getInput(), inputGroups);
+  mlir::Value init = rewriter.create<mlir::tensor::CollapseShapeOp>(loc, op.getInit(), outputGroups);
+  auto reduced = rewriter.create<mlir::linalg::TransposeOp>(loc, input, init, perm);
+  rewriter.replaceOpWithNewOp<mlir::tensor::ExpandShapeOp>(op, outputType, reduced.getResult()[0], outputGroups);
+  return reduced;
+}
+
+// A transpose (panels packed, a result put back in its declared order, a permutation) is
+// tiled so that a tile moves a block of up to lanes x lanes elements from the input's innermost
+// dim to the output's (a vector.transpose that LowerToLLVM turns into shuffles), or, when the
+// innermost dim (of size > 1) stays innermost, a contiguous run of it (vector loads and
+// stores). Untiled, it would become scalar loops, or gathers and scatters.
+void tileTranspose(mlir::IRRewriter& rewriter, mlir::linalg::TransposeOp op, const HostTarget& host) {
+  const auto declaredType = llvm::cast<mlir::ShapedType>(op.getInput().getType());
+  if (!declaredType.hasStaticShape() || declaredType.getNumElements() == 0) return;
+  op = dropUnitDimsOfTranspose(rewriter, op);
+  const auto inputType = llvm::cast<mlir::ShapedType>(op.getInput().getType());
+  const llvm::ArrayRef<int64_t> sizes = inputType.getShape();
+  const llvm::ArrayRef<int64_t> perm = op.getPermutation();  // output dim k = input dim perm[k]
+  const int rank = static_cast<int>(perm.size());
+  // The loops are the output's dims: input dim j is walked by loop `loopOf(j)`.
+  auto loopOf = [&](int64_t j) { return static_cast<int>(std::find(perm.begin(), perm.end(), j) - perm.begin()); };
+  int inputInner = -1, outputInner = -1;  // loops of the innermost dims longer than 1
+  for (int j = 0; j < rank; ++j)
+    if (sizes[j] > 1) inputInner = loopOf(j);
+  for (int k = 0; k < rank; ++k)
+    if (sizes[perm[k]] > 1) outputInner = k;
+  if (inputInner < 0) return;
+
+  const int elementBits = static_cast<int>(inputType.getElementTypeBitWidth());
+  const int64_t lanes = std::max(1, host.vectorBits / elementBits);
+  llvm::SmallVector<int64_t> tileSizes(rank, 1);
+  auto loopSize = [&](int k) { return sizes[perm[k]]; };
+  if (inputInner == outputInner) {
+    tileSizes[inputInner] = largestDivisor(loopSize(inputInner), 4 * lanes);
+  } else {
+    tileSizes[inputInner] = largestDivisor(loopSize(inputInner), lanes);
+    tileSizes[outputInner] = largestDivisor(loopSize(outputInner), lanes);
+  }
+  rewriter.setInsertionPoint(op);
+  mlir::FailureOr<mlir::linalg::GenericOp> generic = mlir::linalg::generalizeNamedOp(rewriter, op);
+  if (mlir::failed(generic)) return;
+  mlir::linalg::GenericOp copyTile = tile(rewriter, *generic, tileSizes, {});
+  if (!copyTile) return;
+  copyTile = dropTileUnitDims(rewriter, copyTile, tileSizes, {inputInner, outputInner});
+  // Vectorised right away: canonicalisation would fold a 1-D tile (a plain copy) into slices,
+  // which bufferise to a copy in scalar loops.
+  rewriter.setInsertionPoint(copyTile);
+  (void)mlir::linalg::vectorize(rewriter, copyTile);
+}
+
+// The outer-product lowering of vector.contract takes its M dim to be d0 and only handles
+// contractions whose left operand has it; otherwise it falls back to a lowering that transposes
+// the accumulator on every step (a row-sum GEMM whose M operand is the generic's second input
+// ran at ~2 GFLOP/s). The product commutes, so swapping the operands (and their maps) is exact.
+void putRowOperandFirst(mlir::IRRewriter& rewriter, mlir::ModuleOp module) {
+  module.walk([&](mlir::vector::ContractionOp contract) {
+    const auto maps = contract.getIndexingMapsArray();
+    if (maps[0].isFunctionOfDim(0) || !maps[1].isFunctionOfDim(0)) return;
+    rewriter.modifyOpInPlace(contract, [&] {
+      const mlir::Value lhs = contract.getLhs();
+      contract->setOperand(0, contract.getRhs());
+      contract->setOperand(1, lhs);
+      contract.setIndexingMapsAttr(rewriter.getAffineMapArrayAttr({maps[1], maps[0], maps[2]}));
+    });
+  });
 }
 
 void vectorizeTiles(mlir::IRRewriter& rewriter, mlir::ModuleOp module) {
@@ -190,6 +307,7 @@ void vectorizeTiles(mlir::IRRewriter& rewriter, mlir::ModuleOp module) {
   module.walk([&](mlir::scf::ForOp loop) { loops.push_back(loop); });
   for (mlir::LoopLikeOpInterface loop : loops) (void)mlir::hoistLoopInvariantSubsets(rewriter, loop);
   canonicalize(module);
+  putRowOperandFirst(rewriter, module);
 }
 
 }  // namespace
@@ -241,6 +359,9 @@ void scheduleModule(mlir::ModuleOp module, const HostTarget& host) {
     if (op->hasAttr(kContractionAttr)) contractions.push_back(op);
   });
   for (mlir::linalg::GenericOp op : contractions) tileContraction(rewriter, op, host);
+  llvm::SmallVector<mlir::linalg::TransposeOp> transposes;
+  module.walk([&](mlir::linalg::TransposeOp op) { transposes.push_back(op); });
+  for (mlir::linalg::TransposeOp op : transposes) tileTranspose(rewriter, op, host);
   canonicalize(module);
   vectorizeTiles(rewriter, module);
 }

@@ -274,6 +274,39 @@ TEST(CpuCodegen, ReshapePermutePadTruncateAdd) {
   }
 }
 
+// Transposes run as tiles moving vectors: blocks of up to one vector's lanes squared between
+// the two innermost dims (exact 16 x 16 blocks, several, awkward sizes), contiguous runs when
+// the innermost dim stays innermost, and size-1 dims leading, between and trailing (dropped
+// first). In the row loop and on parameters alone.
+TEST(CpuCodegen, TransposesOfEveryShape) {
+  struct Case {
+    Shape shape;
+    std::vector<int> perm;
+  };
+  const std::vector<Case> cases = {
+      {{N, 16, 16}, {0, 2, 1}},
+      {{N, 48, 32}, {0, 2, 1}},
+      {{N, 7, 5}, {0, 2, 1}},
+      {{N, 3, 16, 1, 8}, {0, 4, 1, 3, 2}},
+      {{N, 1, 20, 1, 12, 1}, {0, 4, 3, 2, 5, 1}},
+      {{N, 4, 6, 24}, {0, 2, 1, 3}},
+      {{N, 5, 1}, {0, 2, 1}},
+      {{N, 1, 1}, {0, 2, 1}},
+      {{33, 1, 17}, {2, 1, 0}},
+      {{2, 32, 16, 1}, {0, 3, 2, 1}},
+  };
+  for (DType dtype : {DType::F32, DType::F64}) {
+    for (const Case& c : cases) {
+      SCOPED_TRACE(shapeToString(c.shape));
+      ProgramBuilder b("transpose", dtype);
+      const auto x = b.input("x", c.shape);
+      b.output(b.permute("t", x, c.perm));
+      if (c.shape[0] != N) b.output(b.contract("rows", "za->za", {b.input("y", {N, 3})}, {N, 3}));
+      expectMatchesReference(b.program, {0, 1, 7, 64, 300});
+    }
+  }
+}
+
 TEST(CpuCodegen, BttForwardSmall) {
   expectMatchesReference(bttForward(DType::F32, 4, 4, 2), kRowCounts);
   expectMatchesReference(bttForward(DType::F64, 4, 4, 2), kRowCounts);
@@ -337,11 +370,12 @@ TEST(CpuCodegen, OtherSumsOverTheRows) {
 }
 
 // The innermost output dim r is shorter than a vector (BTT's rank in the input gradient), so
-// the kernel computes along a (packed into panels) and transposes the result; with a of a size
-// that does not split into panels it keeps the declared order.
+// the kernel computes along a (packed into panels of two vectors, or of one when only that
+// divides a) and transposes the result; with a of a size that does not split into panels it
+// keeps the declared order.
 TEST(CpuCodegen, ShortInnermostOutputDim) {
   for (DType dtype : {DType::F32, DType::F64}) {
-    for (int64_t a : {int64_t{64}, int64_t{7}}) {
+    for (int64_t a : {int64_t{64}, int64_t{16}, int64_t{48}, int64_t{7}}) {
       for (int64_t r : {int64_t{1}, int64_t{4}}) {
         ProgramBuilder b("short_innermost", dtype);
         const auto dz = b.input("dz", {N, 3, 5});
@@ -447,6 +481,36 @@ TEST(CpuCodegenStages, MatmulInnerLoopIsRegisterBlockedFma) {
   int fmas = 0;
   for (std::size_t at = block.find(fma); at != std::string::npos; at = block.find(fma, at + 1)) ++fmas;
   EXPECT_GE(fmas, 16);
+}
+
+// A sum over the rows runs as register tiles of FMAs whichever operand supplies the tile's
+// rows: BTT's dW0 at d = 1024 takes them from its second operand (the outer-product lowering
+// once handled only the first, and transposed the accumulators on every step otherwise).
+TEST(CpuCodegenStages, RowSumGemmIsRegisterBlockedForEitherOperandOrder) {
+  for (bool swapped : {false, true}) {
+    ProgramBuilder b("row_sum_order", DType::F32);
+    const auto x = b.input("x", {N, 32, 32});
+    const auto dt = b.input("dt", {N, 32, 16, 1});
+    b.output(swapped ? b.contract("dW0", "zacr,zab->abcr", {dt, x}, {32, 32, 16, 1})
+                     : b.contract("dW0", "zab,zacr->abcr", {x, dt}, {32, 32, 16, 1}));
+    const std::string assembly = emitStage(b.program, EmitStage::Asm);
+    const std::string fma = hostHasAvx512() ? "vfmadd231ps\t%zmm" : "vfmadd231ps\t%ymm";
+    // The densest 48 lines: a register tile is 16 FMAs on full vectors with one broadcast per
+    // row and the loads between them; the transposing fallback had 1 FMA in ~10 shuffles.
+    std::vector<bool> isFma;
+    for (std::size_t at = 0; at < assembly.size();) {
+      const std::size_t end = std::min(assembly.find('\n', at), assembly.size());
+      isFma.push_back(assembly.substr(at, end - at).find(fma) != std::string::npos);
+      at = end + 1;
+    }
+    constexpr std::size_t kWindow = 48;
+    int densest = 0;
+    for (std::size_t first = 0; first < isFma.size(); ++first) {
+      const auto last = isFma.begin() + static_cast<std::ptrdiff_t>(std::min(first + kWindow, isFma.size()));
+      densest = std::max(densest, static_cast<int>(std::count(isFma.begin() + static_cast<std::ptrdiff_t>(first), last, true)));
+    }
+    EXPECT_GE(densest, 16) << (swapped ? "rows from the first operand" : "rows from the second operand");
+  }
 }
 
 TEST(CpuCodegenStages, IdentityNamesTheCompilerAndHost) {
