@@ -55,7 +55,7 @@ class StorageCache {
   void releaseAll() {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto& [bytes, blocks] : free_)
-      for (void* block : blocks) ::operator delete(block, bytes, kTensorAlignment);
+      for (void* block : blocks) ::operator delete(block, kTensorAlignment);
     free_.clear();
     cachedBytes_ = 0;
   }
@@ -92,7 +92,7 @@ void* allocateTensorStorage(std::size_t bytes) {
 
 void releaseTensorStorage(void* block, std::size_t bytes) noexcept {
   if (bytes >= kMinCachedBytes && storageCache().keep(block, bytes)) return;
-  ::operator delete(block, bytes, kTensorAlignment);
+  ::operator delete(block, kTensorAlignment);
 }
 
 }  // namespace detail
