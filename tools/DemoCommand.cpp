@@ -47,10 +47,10 @@ constexpr double kLearningRate = 3e-3;
 constexpr int64_t kEvalBatches = 8;
 constexpr uint64_t kSeed = 0;
 
-// Seconds per training step of each model, evaluations included, on the 2-core development
-// machine while it was shared (about 2,400 and 14,000 tokens/s at batch 16). They only turn
-// --seconds into a step count and an expected time: the run itself never reads the clock.
-constexpr double kBttSecondsPerStep = 0.8, kDenseSecondsPerStep = 0.15;
+// Seconds per training step of each model, evaluations and kernel compiles included, on the
+// quiet 2-core development machine (about 11,000 and 36,000 tokens/s at batch 16). They only
+// turn --seconds into a step count and an expected time: the run itself never reads the clock.
+constexpr double kBttSecondsPerStep = 0.2, kDenseSecondsPerStep = 0.06;
 
 constexpr const char* kSamplePrompt = "\n";
 constexpr int64_t kSampleCharacters = 300;
