@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "einjit/error.h"
-#include "models/Random.h"
+#include "runtime/tensor/Random.h"
 #include "runtime/ops/Ops.h"
 
 namespace einjit::models {

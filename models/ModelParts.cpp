@@ -1,6 +1,6 @@
 #include "models/ModelParts.h"
 
-#include "models/Random.h"
+#include "runtime/tensor/Random.h"
 
 namespace einjit::models {
 

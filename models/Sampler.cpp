@@ -5,7 +5,7 @@
 #include <numeric>
 
 #include "einjit/error.h"
-#include "models/Random.h"
+#include "runtime/tensor/Random.h"
 
 namespace einjit::models {
 namespace {

@@ -1,5 +1,5 @@
 // Text generation from a GPT: autoregressive sampling with temperature and top-k, reproducible
-// for a seed (the generator is models/Random.h, the same on every platform).
+// for a seed (the generator is runtime/tensor/Random.h, the same on every platform).
 #pragma once
 
 #include <cstdint>

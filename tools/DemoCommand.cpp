@@ -9,7 +9,6 @@
 // from the clock, and training is deterministic, so every run prints the same numbers.
 #include <algorithm>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -31,6 +30,7 @@
 #include "models/data/CharTokenizer.h"
 #include "models/data/TextDataset.h"
 #include "tools/Commands.h"
+#include "tools/InterruptGuard.h"
 
 namespace einjit::cli {
 
@@ -62,22 +62,6 @@ struct DemoOptions {
   std::string out;  // empty: a temporary directory, removed at the end
   std::string data = "data/sotu.txt";
   bool dataGiven = false;
-};
-
-void onInterrupt(int) { models::requestStop(); }
-
-// Ctrl-C stops the current run at its next step (the trainers check the flag) instead of killing
-// the process, so the temporary directory is still removed; the previous handler comes back at
-// the end.
-class InterruptGuard {
- public:
-  InterruptGuard() : previous_(std::signal(SIGINT, onInterrupt)) { models::clearStopRequest(); }
-  ~InterruptGuard() { std::signal(SIGINT, previous_); }
-  InterruptGuard(const InterruptGuard&) = delete;
-  InterruptGuard& operator=(const InterruptGuard&) = delete;
-
- private:
-  void (*previous_)(int);
 };
 
 // Removes the directory it was given when it goes out of scope (the default output directory).

@@ -1,5 +1,4 @@
 // einjit train: train a GPT or an MLP whose linear layers are any structure (models/Trainer.h).
-#include <csignal>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -11,6 +10,7 @@
 #include "models/TrainConfig.h"
 #include "models/Trainer.h"
 #include "tools/Commands.h"
+#include "tools/InterruptGuard.h"
 
 namespace einjit::cli {
 
@@ -21,20 +21,6 @@ struct TrainOptions {
   bool resume = false;
   std::map<std::string, std::string> values;      // by key, as typed
   std::map<std::string, CLI::Option*> options;  // by key
-};
-
-void onInterrupt(int) { models::requestStop(); }
-
-// Restores the previous Ctrl-C handler when training ends, however it ends.
-class InterruptGuard {
- public:
-  InterruptGuard() : previous_(std::signal(SIGINT, onInterrupt)) { models::clearStopRequest(); }
-  ~InterruptGuard() { std::signal(SIGINT, previous_); }
-  InterruptGuard(const InterruptGuard&) = delete;
-  InterruptGuard& operator=(const InterruptGuard&) = delete;
-
- private:
-  void (*previous_)(int);
 };
 
 void runTrain(const TrainOptions& o) {

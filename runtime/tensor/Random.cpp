@@ -1,10 +1,9 @@
-#include "models/Random.h"
+#include "runtime/tensor/Random.h"
 
 #include <cmath>
 #include <numbers>
 
-namespace einjit::models {
-namespace {
+namespace einjit {
 
 uint64_t splitmix64(uint64_t& state) {
   state += 0x9E3779B97F4A7C15ull;
@@ -14,17 +13,23 @@ uint64_t splitmix64(uint64_t& state) {
   return z ^ (z >> 31);
 }
 
+namespace {
+
 uint64_t rotateLeft(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 }  // namespace
 
-uint64_t streamSeed(uint64_t seed, const std::string& name) {
+uint64_t fnv1a(const std::string& text) {
   uint64_t hash = 0xCBF29CE484222325ull;
-  for (unsigned char c : name) {
+  for (unsigned char c : text) {
     hash ^= c;
     hash *= 0x100000001B3ull;
   }
-  uint64_t state = seed ^ hash;
+  return hash;
+}
+
+uint64_t streamSeed(uint64_t seed, const std::string& name) {
+  uint64_t state = seed ^ fnv1a(name);
   return splitmix64(state);
 }
 
@@ -61,4 +66,4 @@ double Random::normal() {
   return radius * std::cos(angle);
 }
 
-}  // namespace einjit::models
+}  // namespace einjit
