@@ -14,6 +14,7 @@
 
 #include "models/Checkpoint.h"
 #include "tests/models/TestUtil.h"
+#include "tests/tools/RunEinjit.h"
 
 namespace einjit::models {
 namespace {
@@ -21,20 +22,11 @@ namespace {
 namespace fs = std::filesystem;
 using testing::ScratchDir;
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
+using Result = einjit::testing::CliResult;
 
 class TrainCli : public ::testing::Test {
  protected:
-  Result einjit(const std::string& args) {
-    const std::string cmd = std::string(EINJIT_BINARY) + " " + args + " >" + (dir_ / "stdout") + " 2>" +
-                            (dir_ / "stderr");
-    const int raw = std::system(cmd.c_str());
-    return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, testing::readText(dir_ / "stdout"),
-            testing::readText(dir_ / "stderr")};
-  }
+  Result einjit(const std::string& args) { return einjit::testing::runEinjit(dir_.path(), args); }
   std::string corpus() {
     testing::writeText(dir_ / "corpus.txt", testing::repetitiveCorpus());
     return dir_ / "corpus.txt";

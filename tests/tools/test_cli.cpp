@@ -9,22 +9,14 @@
 #include <string>
 
 #include "runtime/io/Npy.h"
+#include "tests/tools/RunEinjit.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using Result = einjit::testing::CliResult;
+using einjit::testing::readFile;
 
 class CliTest : public ::testing::Test {
  protected:
@@ -37,16 +29,7 @@ class CliTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   // Runs einjit with `args` (already shell-quoted) and captures status, stdout and stderr.
-  Result einjit(const std::string& args) {
-    std::string cmd = std::string(EINJIT_BINARY) + " " + args + " >" + (dir_ / "stdout").string() +
-                      " 2>" + (dir_ / "stderr").string();
-    int raw = std::system(cmd.c_str());
-    Result r;
-    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    r.out = slurp(dir_ / "stdout");
-    r.err = slurp(dir_ / "stderr");
-    return r;
-  }
+  Result einjit(const std::string& args) { return ::einjit::testing::runEinjit(dir_, args); }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   void save(const std::string& name, const einjit::Tensor& t) { einjit::writeNpy(path(name), t); }
 
@@ -125,7 +108,7 @@ TEST_F(CliTest, CompileEmitsEveryStage) {
   EXPECT_NE(einjit("compile 'ij,jk' --shapes 8x16,16x4 --emit asm").out.find("vfmadd"), std::string::npos);
   Result obj = einjit("compile " + spec + " --emit obj -o " + path("k.o"));
   ASSERT_EQ(obj.status, 0) << obj.err;
-  EXPECT_EQ(slurp(path("k.o")).substr(0, 4), "\x7f" "ELF");
+  EXPECT_EQ(readFile(path("k.o")).substr(0, 4), "\x7f" "ELF");
   EXPECT_EQ(einjit("compile " + spec + " --emit obj").status, 1);  // binary needs -o
   EXPECT_EQ(einjit("compile " + spec + " --emit wasm").status, 1);
 }

@@ -12,21 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "tests/tools/RunEinjit.h"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using Result = einjit::testing::CliResult;
+using einjit::testing::readFile;
 
 // A learnable corpus: sentences built from a few words by a fixed LCG, 20,000 characters.
 std::string generatedCorpus() {
@@ -69,16 +62,7 @@ class DemoTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   // Runs `einjit demo ARGS` in the test's directory (so the default data/sotu.txt is absent).
-  Result demo(const std::string& args) {
-    const std::string cmd = "cd '" + dir_.string() + "' && " + std::string(EINJIT_BINARY) + " demo " + args +
-                            " >stdout 2>stderr";
-    const int raw = std::system(cmd.c_str());
-    Result r;
-    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    r.out = slurp(dir_ / "stdout");
-    r.err = slurp(dir_ / "stderr");
-    return r;
-  }
+  Result demo(const std::string& args) { return einjit::testing::runEinjit(dir_, "demo " + args); }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
 
   fs::path dir_;
@@ -135,7 +119,7 @@ TEST_F(DemoTest, ExistingRunInOutIsNotOverwritten) {
   Result r = demo("--data corpus.txt --seconds 2 --out runs");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("already exists"), std::string::npos) << r.err;
-  EXPECT_EQ(slurp(dir_ / "runs" / "dense" / "checkpoint.npz"), "an earlier run");
+  EXPECT_EQ(readFile(dir_ / "runs" / "dense" / "checkpoint.npz"), "an earlier run");
   EXPECT_FALSE(fs::exists(dir_ / "runs" / "btt" / "checkpoint.npz"));
 }
 
