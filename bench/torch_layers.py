@@ -24,6 +24,7 @@ Usage:
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -32,21 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def factorize(d, n):
-    """n factors of d, as even as possible (docs/layouts.md), ascending."""
-    primes, rest, p = [], d, 2
-    while p * p <= rest:
-        while rest % p == 0:
-            primes.append(p)
-            rest //= p
-        p += 1
-    if rest > 1:
-        primes.append(rest)
-    factors = [1] * n
-    for prime in sorted(primes, reverse=True):
-        factors[factors.index(min(factors))] *= prime
-    return sorted(factors)
+# factorize(d, n) as the IR builders do it (docs/layouts.md): one Python copy, in the fixture script.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
+from make_layer_fixtures import factorize  # noqa: E402
 
 
 def parse_spec(spec):
