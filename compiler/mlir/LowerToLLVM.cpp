@@ -18,13 +18,17 @@
 #include "mlir/Conversion/SCFToControlFlow/SCFToControlFlow.h"
 #include "mlir/Conversion/VectorToLLVM/ConvertVectorToLLVMPass.h"
 #include "mlir/Conversion/VectorToSCF/VectorToSCF.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/Pipelines/Passes.h"
 #include "mlir/Dialect/Bufferization/Transforms/OneShotAnalysis.h"
 #include "mlir/Dialect/Bufferization/Transforms/Passes.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/Linalg/Transforms/Transforms.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/Dialect/Vector/Transforms/LoweringPatterns.h"
@@ -77,15 +81,133 @@ void lowerVectorOps(mlir::ModuleOp module) {
   (void)mlir::applyPatternsAndFoldGreedily(module, std::move(rest), config);
 }
 
+// True if `type` is static and its innermost dim is contiguous (a vector transfer along it
+// is a plain load or store).
+bool unitInnermostStride(mlir::MemRefType type) {
+  if (!type.hasStaticShape() || type.getRank() == 0) return false;
+  llvm::SmallVector<int64_t> strides;
+  int64_t offset = 0;
+  return mlir::succeeded(mlir::getStridesAndOffset(type, strides, offset)) && strides.back() == 1;
+}
+
 // memref.copy of strided views lowers to a call into MLIR's runtime library, which a kernel
-// object cannot rely on; linalg.copy becomes plain loops instead.
+// object cannot rely on. A small static copy along contiguous rows (the packing of a row-sum
+// GEMM's panels copies runs of 8 or 32 floats) becomes vector transfers: as a linalg.copy,
+// LLVM left it as scalar loads and stores, a sixth of a BTT backward. Others become loops
+// (linalg.copy), which LLVM vectorises when they are long.
 void replaceMemrefCopies(mlir::ModuleOp module) {
+  constexpr int64_t kVectorCopyElements = 4096;  // larger copies would unroll into much code
   llvm::SmallVector<mlir::memref::CopyOp> copies;
   module.walk([&](mlir::memref::CopyOp copy) { copies.push_back(copy); });
   mlir::IRRewriter rewriter(module.getContext());
   for (mlir::memref::CopyOp copy : copies) {
     rewriter.setInsertionPoint(copy);
+    const auto source = llvm::cast<mlir::MemRefType>(copy.getSource().getType());
+    const auto target = llvm::cast<mlir::MemRefType>(copy.getTarget().getType());
+    if (unitInnermostStride(source) && unitInnermostStride(target) &&
+        source.getNumElements() <= kVectorCopyElements && mlir::succeeded(mlir::linalg::vectorizeCopy(rewriter, copy)))
+      continue;
     rewriter.replaceOpWithNewOp<mlir::linalg::CopyOp>(copy, copy.getSource(), copy.getTarget());
+  }
+}
+
+// A row tile's result is computed in a fresh tensor and inserted into the output at the end of
+// the tile: insert_slice(reshape(op(... tensor.empty ...))). One-shot bufferisation computes
+// into the output in place only when the empty tensor has the inserted type, so through the
+// reshapes it allocated a buffer and copied the tile out (a tenth of a BTT backward). Here the
+// empty tensor becomes the reshaped slice of the destination itself. The chain back from the
+// insert is followed through reshapes, the inits of destination-style ops (fill, generic,
+// transpose) and loops' iter_args; every value on it must have no other use.
+void computeRowTilesInPlace(mlir::ModuleOp module) {
+  llvm::SmallVector<mlir::tensor::InsertSliceOp> inserts;
+  module.walk([&](mlir::tensor::InsertSliceOp insert) { inserts.push_back(insert); });
+  mlir::IRRewriter rewriter(module.getContext());
+  for (mlir::tensor::InsertSliceOp insert : inserts) {
+    llvm::SmallVector<mlir::Operation*> reshapes;  // from the insert back to the empty tensor
+    mlir::Value value = insert.getSource();
+    mlir::tensor::EmptyOp empty;
+    while (!empty) {
+      if (!value.hasOneUse()) break;
+      mlir::Operation* def = value.getDefiningOp();
+      if (!def) break;
+      if (auto found = llvm::dyn_cast<mlir::tensor::EmptyOp>(def)) {
+        empty = found;
+      } else if (llvm::isa<mlir::tensor::CollapseShapeOp, mlir::tensor::ExpandShapeOp>(def)) {
+        reshapes.push_back(def);
+        value = def->getOperand(0);
+      } else if (auto dps = llvm::dyn_cast<mlir::DestinationStyleOpInterface>(def)) {
+        value = dps.getTiedOpOperand(llvm::cast<mlir::OpResult>(value))->get();
+      } else if (auto loop = llvm::dyn_cast<mlir::scf::ForOp>(def)) {
+        value = loop.getTiedLoopInit(llvm::cast<mlir::OpResult>(value))->get();
+      } else {
+        break;
+      }
+    }
+    if (!empty || empty->getBlock() != insert->getBlock()) continue;
+    // The destination and the offsets must be available where the empty tensor is.
+    auto availableAt = [&](mlir::Value v) {
+      mlir::Operation* def = v.getDefiningOp();
+      return def ? def->getBlock() != empty->getBlock() || def->isBeforeInBlock(empty)
+                 : v.getParentBlock() == empty->getBlock() ||
+                       v.getParentBlock()->getParentOp()->isProperAncestor(empty);
+    };
+    if (!availableAt(insert.getDest()) || !llvm::all_of(insert.getOffsets(), availableAt)) continue;
+    rewriter.setInsertionPoint(empty);
+    mlir::Value slice = rewriter.create<mlir::tensor::ExtractSliceOp>(
+        insert.getLoc(), insert.getSourceType(), insert.getDest(), insert.getMixedOffsets(),
+        insert.getMixedSizes(), insert.getMixedStrides());
+    // Undo the reshapes, the last one (next to the insert) first.
+    for (mlir::Operation* reshape : reshapes) {
+      if (auto collapse = llvm::dyn_cast<mlir::tensor::CollapseShapeOp>(reshape))
+        slice = rewriter.create<mlir::tensor::ExpandShapeOp>(insert.getLoc(), collapse.getSrcType(), slice,
+                                                             collapse.getReassociationIndices());
+      else {
+        auto expand = llvm::cast<mlir::tensor::ExpandShapeOp>(reshape);
+        slice = rewriter.create<mlir::tensor::CollapseShapeOp>(insert.getLoc(), expand.getSrcType(), slice,
+                                                               expand.getReassociationIndices());
+      }
+    }
+    rewriter.replaceOp(empty, slice);
+  }
+}
+
+// A register tile that starts from zeros in registers never reads its output tile, so its
+// final stores miss L1 and wait in the store buffer, where the next tile's loads of rows at
+// the same offset modulo 4 KiB (BTT's rows are 4 KiB apart) stall behind them. Each row of
+// the output tile is prefetched for writing before the tile's reduction loop.
+void prefetchAccumulatorTiles(mlir::ModuleOp module) {
+  llvm::SmallVector<mlir::vector::TransferWriteOp> writes;
+  module.walk([&](mlir::vector::TransferWriteOp write) { writes.push_back(write); });
+  mlir::IRRewriter rewriter(module.getContext());
+  for (mlir::vector::TransferWriteOp write : writes) {
+    auto loop = write.getVector().getDefiningOp<mlir::scf::ForOp>();
+    const auto memref = llvm::dyn_cast<mlir::MemRefType>(write.getSource().getType());
+    const mlir::VectorType vector = write.getVectorType();
+    if (!loop || !memref || vector.getRank() != 2 || loop->getBlock() != write->getBlock()) continue;
+    const mlir::AffineMap map = write.getPermutationMap();
+    if (!map.isProjectedPermutation() || map.getNumResults() != 2) continue;
+    auto available = [&](mlir::Value v) {
+      mlir::Operation* def = v.getDefiningOp();
+      return !def || def->getBlock() != loop->getBlock() || def->isBeforeInBlock(loop);
+    };
+    if (!available(write.getSource()) || !llvm::all_of(write.getIndices(), available)) continue;
+    const unsigned rowDim = map.getDimPosition(0), columnDim = map.getDimPosition(1);
+    const int64_t lineElements = 64 * 8 / memref.getElementTypeBitWidth();
+    rewriter.setInsertionPoint(loop);
+    const mlir::Location loc = write.getLoc();
+    for (int64_t r = 0; r < vector.getDimSize(0); ++r)
+      for (int64_t c = 0; c < vector.getDimSize(1); c += lineElements) {
+        llvm::SmallVector<mlir::Value> indices(write.getIndices().begin(), write.getIndices().end());
+        auto offset = [&](unsigned d, int64_t by) {
+          if (by == 0) return;
+          mlir::Value step = rewriter.create<mlir::arith::ConstantIndexOp>(loc, by);
+          indices[d] = rewriter.create<mlir::arith::AddIOp>(loc, indices[d], step);
+        };
+        offset(rowDim, r);
+        offset(columnDim, c);
+        rewriter.create<mlir::memref::PrefetchOp>(loc, write.getSource(), indices, /*isWrite=*/true,
+                                                  /*localityHint=*/3, /*isDataCache=*/true);
+      }
   }
 }
 
@@ -93,6 +215,7 @@ void replaceMemrefCopies(mlir::ModuleOp module) {
 
 void lowerToLLVMDialect(mlir::ModuleOp module) {
   mlir::MLIRContext* context = module.getContext();
+  computeRowTilesInPlace(module);
   {
     mlir::PassManager pm(context);
     pm.addPass(mlir::bufferization::createEmptyTensorEliminationPass());
@@ -108,6 +231,7 @@ void lowerToLLVMDialect(mlir::ModuleOp module) {
     runPasses(module, pm, "bufferization");
   }
   replaceMemrefCopies(module);
+  prefetchAccumulatorTiles(module);
   lowerVectorOps(module);
   {
     mlir::PassManager pm(context);

@@ -554,8 +554,11 @@ class MLIRGenImpl {
   }
 
   // Input `role` of a row-sum GEMM, one row tile of it, as panels (batch..., own dims..., last
-  // own dim / tile, rows, tile).
-  Value packRowSumInput(mlir::Location where, const RowSumGemm& plan, int role, Value tile) {
+  // own dim / tile, rows, tile), with its dims in `order`. When the split dim is already the
+  // innermost one, the tile is only reshaped (its register rows or panel are contiguous runs
+  // of each row, read in place; a transposing copy would cost as much as the GEMM's reads).
+  Value packRowSumInput(mlir::Location where, const RowSumGemm& plan, int role, Value tile,
+                        std::vector<PartDim>& order) {
     const OperandAccess& access = plan.dims.inputs[plan.input[role]];
     const int split = plan.own[role].back();
     const int64_t width = plan.tile[role];
@@ -584,6 +587,11 @@ class MLIRGenImpl {
     for (int loopDim : plan.own[role]) panels.push_back({loopDim, loopDim == split ? Part::Outer : Part::Whole});
     panels.push_back({plan.dims.rowLoop, Part::Whole});
     panels.push_back({split, Part::Inner});
+    if (access.loopDim.back() == split) {
+      order = from;
+      return value;
+    }
+    order = panels;
     Shape sizes = expanded;
     for (int64_t& size : sizes)
       if (size == ir::kRows) size = rowHeight;
@@ -620,14 +628,9 @@ class MLIRGenImpl {
     std::array<mlir::AffineMap, 2> inputMaps;
     for (int role = 0; role < 2; ++role) {
       const int i = plan.input[role];
-      packedInputs[i] = packRowSumInput(where, plan, role, tensorOf[op.inputs[i]]);
-      std::vector<PartDim> panels;
-      for (int loopDim : plan.batch) panels.push_back({loopDim, Part::Whole});
-      for (int loopDim : plan.own[role])
-        panels.push_back({loopDim, loopDim == plan.own[role].back() ? Part::Outer : Part::Whole});
-      panels.push_back({plan.dims.rowLoop, Part::Whole});
-      panels.push_back({plan.own[role].back(), Part::Inner});
-      inputMaps[i] = mapOf(panels);
+      std::vector<PartDim> order;
+      packedInputs[i] = packRowSumInput(where, plan, role, tensorOf[op.inputs[i]], order);
+      inputMaps[i] = mapOf(order);
     }
     llvm::SmallVector<mlir::AffineMap> maps{inputMaps[0], inputMaps[1], mapOf(carried)};
     llvm::SmallVector<mlir::utils::IteratorType> iterators(numLoops, mlir::utils::IteratorType::parallel);

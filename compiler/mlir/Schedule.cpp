@@ -21,6 +21,7 @@
 #include <algorithm>
 
 #include "compiler/mlir/CodegenStages.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Linalg/Transforms/Transforms.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -29,6 +30,7 @@
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/Dialect/Vector/Transforms/LoweringPatterns.h"
 #include "mlir/Dialect/Vector/Transforms/VectorRewritePatterns.h"
+#include "mlir/IR/Matchers.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "mlir/Transforms/LoopInvariantCodeMotionUtils.h"
 
@@ -109,6 +111,45 @@ mlir::linalg::GenericOp dropTileUnitDims(mlir::IRRewriter& rewriter, mlir::linal
   return tileOp;
 }
 
+// When the contraction's accumulator starts as a fill (a fresh result, not a sum carried over
+// row tiles) and the reduction is not cut into blocks, the fill is fused into the register
+// tile: each tile then starts from a splat in registers (foldFillReads) instead of reading
+// back zeros that a whole-tensor memset wrote first (a tenth of a BTT backward). The parallel
+// dims are tiled first with the fill fused, then the reductions; null if that fails.
+mlir::linalg::GenericOp tileFusingZeroInit(mlir::IRRewriter& rewriter, mlir::linalg::GenericOp op,
+                                           llvm::ArrayRef<int64_t> tileSizes, llvm::ArrayRef<int64_t> order) {
+  auto fill = op.getDpsInits()[0].getDefiningOp<mlir::linalg::FillOp>();
+  if (!fill || !fill->getResult(0).hasOneUse()) return {};
+  const auto iterators = op.getIteratorTypesArray();
+  llvm::SmallVector<int64_t> parallelSizes(tileSizes.begin(), tileSizes.end());
+  llvm::SmallVector<int64_t> reductionSizes(tileSizes.size(), 0);
+  for (std::size_t d = 0; d < tileSizes.size(); ++d)
+    if (iterators[d] == mlir::utils::IteratorType::reduction) {
+      parallelSizes[d] = 0;
+      reductionSizes[d] = tileSizes[d];
+    }
+  mlir::scf::SCFTilingOptions tiling;
+  tiling.setTileSizes(mlir::getAsIndexOpFoldResult(op.getContext(), parallelSizes));
+  tiling.setInterchange(order);
+  tiling.setLoopType(mlir::scf::SCFTilingOptions::LoopType::ForOp);
+  mlir::scf::SCFTileAndFuseOptions options;
+  options.setTilingOptions(tiling);
+  options.setFusionControlFn([&](mlir::tensor::ExtractSliceOp, mlir::OpResult producer, bool) {
+    return std::make_tuple(producer.getOwner() == fill.getOperation(), false);
+  });
+  rewriter.setInsertionPoint(op);
+  auto fused = mlir::scf::tileConsumerAndFuseProducersUsingSCF(
+      rewriter, llvm::cast<mlir::TilingInterface>(op.getOperation()), options);
+  if (mlir::failed(fused) || fused->fusedProducers.size() != 1) return {};
+  for (mlir::OpResult result : op->getResults()) rewriter.replaceAllUsesWith(result, fused->replacements.lookup(result));
+  rewriter.eraseOp(op);
+  if (fill->use_empty()) rewriter.eraseOp(fill);
+  auto tiled = llvm::cast<mlir::linalg::GenericOp>(fused->tiledAndFusedOps.front());
+  for (mlir::Operation* other : fused->tiledAndFusedOps)
+    if (llvm::isa<mlir::linalg::FillOp>(other)) other->setAttr(kVectorizeAttr, rewriter.getUnitAttr());
+  return tile(rewriter, tiled, reductionSizes, {});
+}
+
 void tileContraction(mlir::IRRewriter& rewriter, mlir::linalg::GenericOp op, const HostTarget& host) {
   if (op.getNumDpsInputs() != 2) return;  // a unary contraction (trace, sum) stays plain loops
   const auto maps = op.getIndexingMapsArray();
@@ -159,7 +200,9 @@ void tileContraction(mlir::IRRewriter& rewriter, mlir::linalg::GenericOp op, con
     op = tile(rewriter, op, blockSizes, {});
     if (!op) return;
   }
-  mlir::linalg::GenericOp registerTile = tile(rewriter, op, tileSizes, order);
+  mlir::linalg::GenericOp registerTile =
+      block >= kReductionBlock / 4 ? mlir::linalg::GenericOp() : tileFusingZeroInit(rewriter, op, tileSizes, order);
+  if (!registerTile) registerTile = tile(rewriter, op, tileSizes, order);
   if (!registerTile) return;
 
   // Drop the unit dims of the tile, except M, V and one reduction: the tile becomes a plain
@@ -277,12 +320,66 @@ void putRowOperandFirst(mlir::IRRewriter& rewriter, mlir::ModuleOp module) {
   });
 }
 
+// True if `transfer` (a read or a write of a tensor) touches every element of the tensor:
+// in bounds, at index 0 everywhere, and every tensor dim longer than 1 taken whole by a
+// vector dim.
+bool coversWholeTensor(mlir::VectorTransferOpInterface transfer) {
+  const auto tensor = llvm::dyn_cast<mlir::RankedTensorType>(transfer.getShapedType());
+  if (!tensor || !tensor.hasStaticShape() || transfer.hasOutOfBoundsDim() || transfer.getMask()) return false;
+  for (mlir::Value index : transfer.getIndices())
+    if (!mlir::isConstantIntValue(index, 0)) return false;
+  const mlir::AffineMap map = transfer.getPermutationMap();
+  const llvm::ArrayRef<int64_t> vectorShape = transfer.getVectorType().getShape();
+  for (int64_t d = 0; d < tensor.getRank(); ++d) {
+    if (tensor.getDimSize(d) == 1) continue;
+    bool whole = false;
+    for (unsigned r = 0; r < map.getNumResults(); ++r)
+      whole = whole || (map.getResult(r) == mlir::getAffineDimExpr(static_cast<unsigned>(d), map.getContext()) &&
+                        vectorShape[r] == tensor.getDimSize(d));
+    if (!whole) return false;
+  }
+  return true;
+}
+
+// The splat a transfer_write writes, if its vector is one.
+mlir::Attribute writtenSplat(mlir::vector::TransferWriteOp write) {
+  mlir::DenseElementsAttr constant;
+  if (!mlir::matchPattern(write.getVector(), mlir::m_Constant(&constant)) || !constant.isSplat()) return {};
+  return constant.getSplatValue<mlir::Attribute>();
+}
+
+// A register tile's accumulator read from the tile its fused fill just wrote (a splat over the
+// whole tile) is that splat: the accumulators start in registers.
+struct ReadOfSplatTile : mlir::OpRewritePattern<mlir::vector::TransferReadOp> {
+  using OpRewritePattern::OpRewritePattern;
+  mlir::LogicalResult matchAndRewrite(mlir::vector::TransferReadOp read, mlir::PatternRewriter& rewriter) const override {
+    auto write = read.getSource().getDefiningOp<mlir::vector::TransferWriteOp>();
+    if (!write || read.hasOutOfBoundsDim() || read.getMask() || !coversWholeTensor(write)) return mlir::failure();
+    const mlir::Attribute splat = writtenSplat(write);
+    if (!splat) return mlir::failure();
+    rewriter.replaceOpWithNewOp<mlir::arith::ConstantOp>(read, mlir::SplatElementsAttr::get(read.getVectorType(), splat));
+    return mlir::success();
+  }
+};
+
+// A write over the whole tensor makes the write it overwrites dead (the fill's zeros, once the
+// accumulator no longer reads them; left in place they also cost store-buffer stalls).
+struct WriteOverWholeWrite : mlir::OpRewritePattern<mlir::vector::TransferWriteOp> {
+  using OpRewritePattern::OpRewritePattern;
+  mlir::LogicalResult matchAndRewrite(mlir::vector::TransferWriteOp write, mlir::PatternRewriter& rewriter) const override {
+    auto overwritten = write.getSource().getDefiningOp<mlir::vector::TransferWriteOp>();
+    if (!overwritten || !overwritten->hasOneUse() || !coversWholeTensor(write)) return mlir::failure();
+    rewriter.modifyOpInPlace(write, [&] { write.getSourceMutable().assign(overwritten.getSource()); });
+    return mlir::success();
+  }
+};
+
 void vectorizeTiles(mlir::IRRewriter& rewriter, mlir::ModuleOp module) {
-  llvm::SmallVector<mlir::linalg::GenericOp> tiles;
-  module.walk([&](mlir::linalg::GenericOp op) {
+  llvm::SmallVector<mlir::linalg::LinalgOp> tiles;  // register tiles and their fused fills
+  module.walk([&](mlir::linalg::LinalgOp op) {
     if (op->hasAttr(kVectorizeAttr)) tiles.push_back(op);
   });
-  for (mlir::linalg::GenericOp op : tiles) {
+  for (mlir::linalg::LinalgOp op : tiles) {
     op->removeAttr(kVectorizeAttr);
     rewriter.setInsertionPoint(op);
     // On failure the tile stays a linalg op and becomes plain loops.
@@ -307,6 +404,10 @@ void vectorizeTiles(mlir::IRRewriter& rewriter, mlir::ModuleOp module) {
   module.walk([&](mlir::scf::ForOp loop) { loops.push_back(loop); });
   for (mlir::LoopLikeOpInterface loop : loops) (void)mlir::hoistLoopInvariantSubsets(rewriter, loop);
   canonicalize(module);
+  mlir::RewritePatternSet zeroStarts(module.getContext());
+  zeroStarts.add<ReadOfSplatTile, WriteOverWholeWrite>(module.getContext());
+  (void)mlir::applyPatternsAndFoldGreedily(module, std::move(zeroStarts));
+  canonicalize(module);
   putRowOperandFirst(rewriter, module);
 }
 
@@ -326,22 +427,26 @@ Layout chooseLayout(const KernelProgram& program, const HostTarget& host) {
       elements = std::min(elements * std::min(shape[d], kTileBudgetBytes), kTileBudgetBytes);
     return elements * static_cast<int64_t>(dtypeSize(program.dtype));
   };
-  int64_t bytesPerRow = 0;
   int64_t parameterBytes = 0;
-  for (ir::ValueId id : program.inputs) {
-    bytesPerRow += rowBytes(id) / 4;
+  for (ir::ValueId id : program.inputs)
     if (!program.isRowValue(id))
       parameterBytes += shapeNumel(program.values[id].shape) * static_cast<int64_t>(dtypeSize(program.dtype));
+  // Parameters that do not fit in L2 either are streamed from L3 once per row tile: the tile
+  // then needs more rows to reuse each of their cache lines, even if its intermediates spill
+  // out of half of L2 (BTT at d = 4096, 8 MB of cores: 24-row tiles run ~25% faster than 8-row
+  // ones), and the inputs and outputs, which stream anyway, do not limit it (dense at d = 4096:
+  // 256-row tiles run ~40% faster than 128-row ones).
+  const bool streamedParameters = parameterBytes > 2 * kTileBudgetBytes;
+  int64_t bytesPerRow = 0;
+  if (!streamedParameters) {
+    for (ir::ValueId id : program.inputs) bytesPerRow += rowBytes(id) / 4;
+    for (ir::ValueId id : program.outputs) bytesPerRow += rowBytes(id) / 4;
   }
-  for (ir::ValueId id : program.outputs) bytesPerRow += rowBytes(id) / 4;
   for (const ir::Op& op : program.ops)
     if (op.kind != ir::OpKind::Reshape && op.kind != ir::OpKind::Truncate) bytesPerRow += rowBytes(op.result);
   const int64_t rows = tileRows(host);
   const int64_t tile = bytesPerRow > 0 ? kTileBudgetBytes / bytesPerRow : kMaxRowTile;
-  // Parameters that do not fit in L2 either are streamed from L3 once per row tile: the tile
-  // then needs more rows to reuse each of their cache lines, even if its intermediates spill
-  // out of half of L2 (BTT at d = 4096, 8 MB of cores: 24-row tiles run ~25% faster than 8-row ones).
-  const int64_t fewestRows = parameterBytes > 2 * kTileBudgetBytes ? kStreamedParameterTileRows : rows;
+  const int64_t fewestRows = streamedParameters ? kStreamedParameterTileRows : rows;
   const int64_t large = std::clamp(tile / rows * rows, fewestRows, kMaxRowTile / rows * rows);
   Layout layout;
   for (int64_t height : {large, rows, int64_t{1}})

@@ -513,6 +513,38 @@ TEST(CpuCodegenStages, RowSumGemmIsRegisterBlockedForEitherOperandOrder) {
   }
 }
 
+// A row tile's result is computed where it goes: its register tiles start from zeros in
+// registers (no memset of a fresh buffer) and write straight into the output, also when the
+// result reaches the output through a reshape (no buffer, no copy). Both used to cost a tenth
+// of a BTT layer.
+TEST(CpuCodegenStages, RowTileResultsNeedNoBufferZerosOrCopies) {
+  ProgramBuilder b("reshaped_result", DType::F32);
+  const auto x = b.input("x", {N, 32 * 32});
+  const auto w = b.input("W", {32, 48});
+  const auto y3 = b.contract("y_view", "zab,bc->zac", {b.reshape("x_view", x, {N, 32, 32}), w}, {N, 32, 48});
+  b.output(b.reshape("y", y3, {N, 32 * 48}));
+  for (const KernelProgram& program : {matmul(DType::F32, 64, 48), b.program}) {
+    const std::string llvmIr = emitStage(program, EmitStage::Llvm);
+    // One allocation: W packed into panels once per call (the row tiles used to add one each).
+    int allocations = 0;
+    for (std::size_t at = llvmIr.find("call"); at != std::string::npos; at = llvmIr.find("call", at + 1))
+      allocations += llvmIr.compare(llvmIr.find_first_of("@\n", at), 8, "@malloc(") == 0 ? 1 : 0;
+    EXPECT_EQ(allocations, 1) << program.name;
+    EXPECT_EQ(llvmIr.find("memset"), std::string::npos) << program.name;
+    expectMatchesReference(program, {1, 9, 100});
+  }
+}
+
+// The panels of BTT's parameter-gradient GEMMs are packed with whole-vector copies of 8 or 32
+// floats (or not at all, when they are contiguous runs already); as plain copies LLVM left them
+// as scalar loads and stores, a sixth of the backward.
+TEST(CpuCodegenStages, RowSumPanelsAreNotCopiedFloatByFloat) {
+  if (!hostHasAvx512()) GTEST_SKIP() << "the packing widths checked here are AVX-512's";
+  const std::string assembly =
+      emitStage(backwardKernel(buildLayer("btt(in=1024, out=1024, rank=1)"), DType::F32), EmitStage::Asm);
+  EXPECT_EQ(assembly.find("vmovss"), std::string::npos);
+}
+
 TEST(CpuCodegenStages, IdentityNamesTheCompilerAndHost) {
   const std::string identity = codegenIdentity();
   EXPECT_NE(identity.find("einjit-cpu-codegen"), std::string::npos);
