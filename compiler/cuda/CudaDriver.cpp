@@ -4,6 +4,7 @@
 
 #include <mutex>
 
+#include "compiler/cuda/DynamicSymbol.h"
 #include "einjit/error.h"
 
 namespace einjit::cuda {
@@ -18,12 +19,9 @@ struct LoadedDriver {
   std::string problem;  // non-empty: unusable, and why
 };
 
-// Resolves `symbol` into `slot`; false (and `problem` set) when the driver lacks it.
 template <class Function>
 bool resolve(void* library, const char* symbol, Function& slot, std::string& problem) {
-  slot = reinterpret_cast<Function>(dlsym(library, symbol));
-  if (slot == nullptr) problem = std::string("the CUDA driver lacks ") + symbol + " (driver too old?)";
-  return slot != nullptr;
+  return detail::resolveSymbol(library, symbol, slot, problem, "the CUDA driver", " (driver too old?)");
 }
 
 std::string errorText(const DriverApi& api, CUresult result) {

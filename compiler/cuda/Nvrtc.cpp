@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include "compiler/cuda/DynamicSymbol.h"
 #include "einjit/error.h"
 
 namespace einjit::cuda {
@@ -36,9 +37,7 @@ struct LoadedNvrtc {
 
 template <class Function>
 bool resolve(void* library, const char* symbol, Function& slot, std::string& problem) {
-  slot = reinterpret_cast<Function>(dlsym(library, symbol));
-  if (slot == nullptr) problem = std::string("NVRTC lacks ") + symbol;
-  return slot != nullptr;
+  return detail::resolveSymbol(library, symbol, slot, problem, "NVRTC");
 }
 
 LoadedNvrtc loadNvrtc() {
