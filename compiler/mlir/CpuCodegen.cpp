@@ -87,7 +87,7 @@ void registerCodegenDialects(mlir::DialectRegistry& registry) {
 
 namespace {
 
-constexpr const char* kCodegenVersion = "einjit-cpu-codegen 7";
+constexpr const char* kCodegenVersion = "einjit-cpu-codegen 8";
 constexpr std::size_t kMaxDiagnosticChars = 2000;
 
 const mlir::DialectRegistry& codegenRegistry() {

@@ -1,0 +1,64 @@
+// Decisions of the schedule (compiler/mlir/Schedule.cpp) read off the tiled loop nests: the
+// generated module is scheduled and each register tile's loops are looked at directly, since
+// the loop order no longer shows once everything is lowered to branches.
+#include <gtest/gtest.h>
+
+#include "compiler/mlir/CodegenStages.h"
+#include "frontend/structures/Structures.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/Matchers.h"
+
+namespace einjit::cpu::detail {
+namespace {
+
+// For every register tile (a vector.contract) inside the tallest row tile: the step of the
+// outermost loop of its own nest, the loop just inside the row-tile loop.
+std::vector<int64_t> outerTileLoopSteps(const KernelProgram& program, int64_t& registerRows) {
+  mlir::DialectRegistry registry;
+  registerCodegenDialects(registry);
+  mlir::MLIRContext context(registry, mlir::MLIRContext::Threading::DISABLED);
+  context.loadAllAvailableDialects();
+  const HostTarget& host = hostTarget();
+  const Layout layout = chooseLayout(program, host);
+  registerRows = layout.registerRows;
+  auto module = generateModule(context, program, layout);
+  scheduleModule(*module, host);
+  std::vector<int64_t> steps;
+  module->walk([&](mlir::vector::ContractionOp contract) {
+    llvm::SmallVector<mlir::scf::ForOp> nest;  // innermost first
+    for (auto loop = contract->getParentOfType<mlir::scf::ForOp>(); loop; loop = loop->getParentOfType<mlir::scf::ForOp>())
+      nest.push_back(loop);
+    llvm::APInt rowStep, step;
+    if (nest.size() < 2 || !mlir::matchPattern(nest.back().getStep(), mlir::m_ConstantInt(&rowStep)) ||
+        rowStep.getSExtValue() != layout.rowTiles.front())
+      return;
+    if (mlir::matchPattern(nest[nest.size() - 2].getStep(), mlir::m_ConstantInt(&step)))
+      steps.push_back(step.getSExtValue());
+  });
+  return steps;
+}
+
+// BTT at d = 1024, rank 1: each core (128 KB) is small enough to be re-read for every block of
+// register rows, so those blocks are the outermost loop of both contractions (the second core
+// would otherwise re-read its strided input line by line for every batch, ~40% of the forward).
+TEST(Schedule, RegisterRowBlocksOutermostWhenTheParameterIsSmall) {
+  int64_t registerRows = 0;
+  const auto steps = outerTileLoopSteps(forwardKernel(buildLayer("btt(in=1024, out=1024, rank=1)"), DType::F32), registerRows);
+  ASSERT_EQ(steps.size(), 2u);
+  for (int64_t step : steps) EXPECT_EQ(step, registerRows);
+}
+
+// At rank 4 the second core is 512 KB: it stays the inner operand, each of its tiles swept
+// down the rows (the outermost loop walks its batches one by one).
+TEST(Schedule, LargeParameterTilesAreSweptDownTheRows) {
+  int64_t registerRows = 0;
+  const auto steps = outerTileLoopSteps(forwardKernel(buildLayer("btt(in=1024, out=1024, rank=4)"), DType::F32), registerRows);
+  ASSERT_EQ(steps.size(), 2u);
+  EXPECT_EQ(steps[1], 1);
+}
+
+}  // namespace
+}  // namespace einjit::cpu::detail
