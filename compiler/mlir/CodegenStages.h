@@ -34,6 +34,9 @@ inline constexpr const char* kContractionAttr = "einjit.contraction";  // unit: 
 inline constexpr const char* kRowDimAttr = "einjit.row_dim";           // i64: its row loop dim
 // i64: the loop dim whose elements the register tile's rows take (overrides the row dim).
 inline constexpr const char* kRegisterRowsDimAttr = "einjit.register_rows_dim";
+// unit: the register tiles' row blocks are the outermost loop (the other operand is small
+// enough to be re-read for each block; see MLIRGen's rowOperandPlacement).
+inline constexpr const char* kRowBlocksOutsideAttr = "einjit.row_blocks_outside";
 // The function MLIRGen emits; the entry point (kEntrySymbol) wraps it.
 inline constexpr const char* kBodySymbol = "einjit_body";
 

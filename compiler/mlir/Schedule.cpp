@@ -8,8 +8,8 @@
 // 2. It is tiled for registers: an mr x nr block of the output (mr rows of the M dim, nr
 //    elements of the innermost output dim V: a few vector registers), 1 along every other dim,
 //    reductions innermost with tile 1. Loop order: other parallel dims, V, M, reductions, so a
-//    block of the right operand is reused across the M blocks; or, when M is the rows and the
-//    other operand is small, M first (rowBlocksOutside). The tile's other unit dims are
+//    block of the right operand is reused across the M blocks; or, when M is the rows and
+//    MLIRGen found the other operand small, M first. The tile's other unit dims are
 //    dropped: it becomes an (mr x 1) * (1 x nr) product.
 // 3. The tiles are vectorised to vector.contract, and the accumulator's read/write pair is
 //    hoisted out of the reduction loops so it lives in registers (LowerToLLVM turns the
@@ -151,32 +151,6 @@ mlir::linalg::GenericOp tileFusingZeroInit(mlir::IRRewriter& rewriter, mlir::lin
   return tile(rewriter, tiled, reductionSizes, {});
 }
 
-// Largest parameter operand (bytes) that a row contraction re-reads for every block of
-// register rows: it then stays in L2 and streams into L1 at a fraction of the FMA rate.
-constexpr int64_t kRereadOperandBytes = 256 << 10;
-
-// True if the register-row blocks of a row contraction (`mDim`, the row dim) should be the
-// outermost loop, the other operand's tiles walked within each block, rather than each tile
-// of the other operand swept down all the rows of the row tile. Swept, the row operand is
-// re-read from L2 for every batch and V tile, and when its reduction dim is strided (BTT's
-// second core reads t[z, a, c] along a for each c) each of those reads takes a line for one
-// float; its lines walked row by row are also what the hardware prefetcher follows. Blocks
-// outside re-read the other operand instead, which is cheap while it is small (BTT and
-// Monarch at d = 1024: forward 30%, backward 20% faster); a large one (1 MB at d = 4096)
-// would come from L3. Row-sum GEMMs, whose register rows are not the rows, keep the order.
-bool rowBlocksOutside(mlir::linalg::GenericOp op, int mDim) {
-  auto rowDim = op->getAttrOfType<mlir::IntegerAttr>(kRowDimAttr);
-  if (mDim < 0 || !rowDim || rowDim.getInt() != mDim || op->hasAttr(kRegisterRowsDimAttr)) return false;
-  const auto maps = op.getIndexingMapsArray();
-  for (unsigned i = 0; i < 2; ++i) {
-    if (maps[i].isFunctionOfDim(static_cast<unsigned>(mDim))) continue;
-    const auto type = llvm::cast<mlir::ShapedType>(op.getDpsInputs()[i].getType());
-    if (!type.hasStaticShape()) return false;
-    return type.getNumElements() * type.getElementTypeBitWidth() / 8 <= kRereadOperandBytes;
-  }
-  return false;  // both operands have the rows
-}
-
 void tileContraction(mlir::IRRewriter& rewriter, mlir::linalg::GenericOp op, const HostTarget& host) {
   if (op.getNumDpsInputs() != 2) return;  // a unary contraction (trace, sum) stays plain loops
   const auto maps = op.getIndexingMapsArray();
@@ -210,7 +184,8 @@ void tileContraction(mlir::IRRewriter& rewriter, mlir::linalg::GenericOp op, con
   tileSizes[vDim] = vectorTile(ranges[vDim], lanes, std::max<int64_t>(2, accumulatorRegisters(host) / mr));
 
   llvm::SmallVector<int64_t> order;
-  const bool rowsOutside = rowBlocksOutside(op, mDim);
+  auto rowDim = op->getAttrOfType<mlir::IntegerAttr>(kRowDimAttr);
+  const bool rowsOutside = op->hasAttr(kRowBlocksOutsideAttr) && rowDim && rowDim.getInt() == mDim;
   if (rowsOutside) order.push_back(mDim);
   for (int d = 0; d < numLoops; ++d)
     if (parallel(d) && d != vDim && d != mDim) order.push_back(d);

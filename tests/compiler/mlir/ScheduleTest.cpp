@@ -5,6 +5,7 @@
 
 #include "compiler/mlir/CodegenStages.h"
 #include "frontend/structures/Structures.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/DialectRegistry.h"
@@ -58,6 +59,39 @@ TEST(Schedule, LargeParameterTilesAreSweptDownTheRows) {
   const auto steps = outerTileLoopSteps(forwardKernel(buildLayer("btt(in=1024, out=1024, rank=4)"), DType::F32), registerRows);
   ASSERT_EQ(steps.size(), 2u);
   EXPECT_EQ(steps[1], 1);
+}
+
+// At d = 4096 the second core (1 MB) is too large to re-read per block of rows; its strided
+// row operand t[z, a, c] is instead transposed per row tile so that the reduction a is
+// innermost (contiguous broadcasts). At d = 1024 the row blocks go outside and nothing is copied.
+TEST(Schedule, StridedRowOperandIsTransposedWhenTheParameterIsLarge) {
+  for (int64_t d : {1024, 4096}) {
+    mlir::DialectRegistry registry;
+    registerCodegenDialects(registry);
+    mlir::MLIRContext context(registry, mlir::MLIRContext::Threading::DISABLED);
+    context.loadAllAvailableDialects();
+    const std::string spec = "btt(in=" + std::to_string(d) + ", out=" + std::to_string(d) + ", rank=1)";
+    const KernelProgram program = forwardKernel(buildLayer(spec), DType::F32);
+    auto module = generateModule(context, program, chooseLayout(program, hostTarget()));
+    int transposedInputs = 0, blocksOutside = 0;
+    module->walk([&](mlir::linalg::GenericOp op) {
+      if (!op->hasAttr(kContractionAttr)) return;
+      blocksOutside += op->hasAttr(kRowBlocksOutsideAttr) ? 1 : 0;
+      for (mlir::Value input : op.getDpsInputs()) {
+        auto transpose = input.getDefiningOp<mlir::linalg::TransposeOp>();
+        // Parameters packed into panels are transposed too, but once, before the row loops.
+        if (transpose && transpose->getParentOfType<mlir::scf::ForOp>()) ++transposedInputs;
+      }
+    });
+    // Three row tiles (tall, register-high, one row), each with both contractions.
+    if (d == 1024) {
+      EXPECT_EQ(transposedInputs, 0) << spec;
+      EXPECT_EQ(blocksOutside, 6) << spec;
+    } else {
+      EXPECT_EQ(transposedInputs, 3) << spec;
+      EXPECT_EQ(blocksOutside, 0) << spec;
+    }
+  }
 }
 
 }  // namespace
