@@ -114,7 +114,7 @@ mlir::linalg::GenericOp dropTileUnitDims(mlir::IRRewriter& rewriter, mlir::linal
 
 // When the contraction's accumulator starts as a fill (a fresh result, not a sum carried over
 // row tiles) and the reduction is not cut into blocks, the fill is fused into the register
-// tile: each tile then starts from a splat in registers (foldFillReads) instead of reading
+// tile: each tile then starts from a splat in registers (ReadOfSplatTile) instead of reading
 // back zeros that a whole-tensor memset wrote first (a tenth of a BTT backward). The parallel
 // dims are tiled first with the fill fused, then the reductions; null if that fails.
 mlir::linalg::GenericOp tileFusingZeroInit(mlir::IRRewriter& rewriter, mlir::linalg::GenericOp op,

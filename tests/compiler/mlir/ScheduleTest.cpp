@@ -15,48 +15,65 @@
 namespace einjit::cpu::detail {
 namespace {
 
-// For every register tile (a vector.contract) inside the tallest row tile: the step of the
-// outermost loop of its own nest, the loop just inside the row-tile loop.
-std::vector<int64_t> outerTileLoopSteps(const KernelProgram& program, int64_t& registerRows) {
-  mlir::DialectRegistry registry;
-  registerCodegenDialects(registry);
-  mlir::MLIRContext context(registry, mlir::MLIRContext::Threading::DISABLED);
-  context.loadAllAvailableDialects();
-  const HostTarget& host = hostTarget();
-  const Layout layout = chooseLayout(program, host);
-  registerRows = layout.registerRows;
-  auto module = generateModule(context, program, layout);
-  scheduleModule(*module, host);
-  std::vector<int64_t> steps;
-  module->walk([&](mlir::vector::ContractionOp contract) {
-    llvm::SmallVector<mlir::scf::ForOp> nest;  // innermost first
-    for (auto loop = contract->getParentOfType<mlir::scf::ForOp>(); loop; loop = loop->getParentOfType<mlir::scf::ForOp>())
-      nest.push_back(loop);
-    llvm::APInt rowStep, step;
-    if (nest.size() < 2 || !mlir::matchPattern(nest.back().getStep(), mlir::m_ConstantInt(&rowStep)) ||
-        rowStep.getSExtValue() != layout.rowTiles.front())
-      return;
-    if (mlir::matchPattern(nest[nest.size() - 2].getStep(), mlir::m_ConstantInt(&step)))
-      steps.push_back(step.getSExtValue());
-  });
-  return steps;
-}
+// Generates the module of a kernel program (laid out as the compiler would) in a context of
+// its own, which the module needs alive.
+class Schedule : public ::testing::Test {
+ protected:
+  Schedule() : context_(registry(), mlir::MLIRContext::Threading::DISABLED) { context_.loadAllAvailableDialects(); }
+
+  mlir::OwningOpRef<mlir::ModuleOp> generate(const KernelProgram& program) {
+    return generateModule(context_, program, chooseLayout(program, hostTarget()));
+  }
+
+  // For every register tile (a vector.contract) inside the tallest row tile: the step of the
+  // outermost loop of its own nest, the loop just inside the row-tile loop.
+  std::vector<int64_t> outerTileLoopSteps(const KernelProgram& program) {
+    const Layout layout = chooseLayout(program, hostTarget());
+    auto module = generate(program);
+    scheduleModule(*module, hostTarget());
+    std::vector<int64_t> steps;
+    module->walk([&](mlir::vector::ContractionOp contract) {
+      llvm::SmallVector<mlir::scf::ForOp> nest;  // innermost first
+      for (auto loop = contract->getParentOfType<mlir::scf::ForOp>(); loop; loop = loop->getParentOfType<mlir::scf::ForOp>())
+        nest.push_back(loop);
+      llvm::APInt rowStep, step;
+      if (nest.size() < 2 || !mlir::matchPattern(nest.back().getStep(), mlir::m_ConstantInt(&rowStep)) ||
+          rowStep.getSExtValue() != layout.rowTiles.front())
+        return;
+      if (mlir::matchPattern(nest[nest.size() - 2].getStep(), mlir::m_ConstantInt(&step)))
+        steps.push_back(step.getSExtValue());
+    });
+    return steps;
+  }
+
+  static int64_t registerRows(const KernelProgram& program) {
+    return chooseLayout(program, hostTarget()).registerRows;
+  }
+
+ private:
+  static mlir::DialectRegistry registry() {
+    mlir::DialectRegistry registry;
+    registerCodegenDialects(registry);
+    return registry;
+  }
+
+  mlir::MLIRContext context_;
+};
 
 // BTT at d = 1024, rank 1: each core (128 KB) is small enough to be re-read for every block of
 // register rows, so those blocks are the outermost loop of both contractions (the second core
 // would otherwise re-read its strided input line by line for every batch, ~40% of the forward).
-TEST(Schedule, RegisterRowBlocksOutermostWhenTheParameterIsSmall) {
-  int64_t registerRows = 0;
-  const auto steps = outerTileLoopSteps(forwardKernel(buildLayer("btt(in=1024, out=1024, rank=1)"), DType::F32), registerRows);
+TEST_F(Schedule, RegisterRowBlocksOutermostWhenTheParameterIsSmall) {
+  const KernelProgram program = forwardKernel(buildLayer("btt(in=1024, out=1024, rank=1)"), DType::F32);
+  const auto steps = outerTileLoopSteps(program);
   ASSERT_EQ(steps.size(), 2u);
-  for (int64_t step : steps) EXPECT_EQ(step, registerRows);
+  for (int64_t step : steps) EXPECT_EQ(step, registerRows(program));
 }
 
 // At rank 4 the second core is 512 KB: it stays the inner operand, each of its tiles swept
 // down the rows (the outermost loop walks its batches one by one).
-TEST(Schedule, LargeParameterTilesAreSweptDownTheRows) {
-  int64_t registerRows = 0;
-  const auto steps = outerTileLoopSteps(forwardKernel(buildLayer("btt(in=1024, out=1024, rank=4)"), DType::F32), registerRows);
+TEST_F(Schedule, LargeParameterTilesAreSweptDownTheRows) {
+  const auto steps = outerTileLoopSteps(forwardKernel(buildLayer("btt(in=1024, out=1024, rank=4)"), DType::F32));
   ASSERT_EQ(steps.size(), 2u);
   EXPECT_EQ(steps[1], 1);
 }
@@ -64,15 +81,10 @@ TEST(Schedule, LargeParameterTilesAreSweptDownTheRows) {
 // At d = 4096 the second core (1 MB) is too large to re-read per block of rows; its strided
 // row operand t[z, a, c] is instead transposed per row tile so that the reduction a is
 // innermost (contiguous broadcasts). At d = 1024 the row blocks go outside and nothing is copied.
-TEST(Schedule, StridedRowOperandIsTransposedWhenTheParameterIsLarge) {
+TEST_F(Schedule, StridedRowOperandIsTransposedWhenTheParameterIsLarge) {
   for (int64_t d : {1024, 4096}) {
-    mlir::DialectRegistry registry;
-    registerCodegenDialects(registry);
-    mlir::MLIRContext context(registry, mlir::MLIRContext::Threading::DISABLED);
-    context.loadAllAvailableDialects();
     const std::string spec = "btt(in=" + std::to_string(d) + ", out=" + std::to_string(d) + ", rank=1)";
-    const KernelProgram program = forwardKernel(buildLayer(spec), DType::F32);
-    auto module = generateModule(context, program, chooseLayout(program, hostTarget()));
+    auto module = generate(forwardKernel(buildLayer(spec), DType::F32));
     int transposedInputs = 0, blocksOutside = 0;
     module->walk([&](mlir::linalg::GenericOp op) {
       if (!op->hasAttr(kContractionAttr)) return;
