@@ -87,7 +87,7 @@ void registerCodegenDialects(mlir::DialectRegistry& registry) {
 
 namespace {
 
-constexpr const char* kCodegenVersion = "einjit-cpu-codegen 8";
+constexpr const char* kCodegenVersion = "einjit-cpu-codegen 9";
 constexpr std::size_t kMaxDiagnosticChars = 2000;
 
 const mlir::DialectRegistry& codegenRegistry() {
@@ -135,6 +135,7 @@ class Compilation {
     }
     const detail::HostTarget& host = detail::hostTarget();
     auto module = detail::generateModule(context_, program, detail::chooseLayout(program, host));
+    if (getenv("EXP_DUMP")) { std::string t; llvm::raw_string_ostream s(t); module->print(s); FILE* f = fopen(getenv("EXP_DUMP"), "w"); fputs(t.c_str(), f); fclose(f); }
     detail::scheduleModule(*module, host);
     detail::lowerToLLVMDialect(*module);
     if (stage == EmitStage::LoweredMlir) {

@@ -444,8 +444,12 @@ class MLIRGenImpl {
   // those only one does) runs as a GEMM with the rows as K. Per row tile both operands are
   // packed into panels, A_p[b, m / mr, z, mr] and B_p[b, n / nr, z, nr], so a register tile of
   // mr x nr walks both contiguously down the rows; the sum is carried from tile to tile in a
-  // layout of whole register tiles, (b, m / mr, n / nr, mr, nr), and put into the declared
+  // layout of whole register tiles, (b, n / nr, m / mr, mr, nr), and put into the declared
   // order once, after the loops. Several m (n) dims stay separate dims; the last is split.
+  // The N tiles are the outer loop (the schedule walks the carried dims in order): a B panel
+  // (nr = 32 wide) then stays in L1 while the narrower A panels (mr = 8) stream past it, and
+  // the sum's tiles are still visited in memory order (dense's dW at d = 4096 with 256-row
+  // tiles: backward 15% faster than with the M tiles outside).
   struct RowSumGemm {
     ContractionDims dims;
     std::array<int, 2> input{};            // the input supplying M, the one supplying N
@@ -455,6 +459,7 @@ class MLIRGenImpl {
     Shape carriedShape;
   };
   std::map<std::size_t, RowSumGemm> rowSums;  // by op index
+  static constexpr std::array<int, 2> kCarriedRoleOrder{1, 0};  // N's tiles outside M's
 
   // The split of an M (role 0) or N (role 1) dim of `size`: register rows, or a panel width.
   int64_t rowSumTile(int role, int64_t size) const {
@@ -522,7 +527,7 @@ class MLIRGenImpl {
       plan.tile[role] = rowSumTile(role, dims.loops[split].size);
     }
     for (int loopDim : plan.batch) plan.carriedShape.push_back(dims.loops[loopDim].size);
-    for (int role = 0; role < 2; ++role) {
+    for (int role : kCarriedRoleOrder) {
       for (int loopDim : plan.own[role]) plan.carriedShape.push_back(dims.loops[loopDim].size);
       plan.carriedShape.back() /= plan.tile[role];
     }
@@ -610,7 +615,7 @@ class MLIRGenImpl {
   static std::vector<PartDim> carriedDims(const RowSumGemm& plan) {
     std::vector<PartDim> dims;
     for (int loopDim : plan.batch) dims.push_back({loopDim, Part::Whole});
-    for (int role = 0; role < 2; ++role)
+    for (int role : kCarriedRoleOrder)
       for (int loopDim : plan.own[role])
         dims.push_back({loopDim, loopDim == plan.own[role].back() ? Part::Outer : Part::Whole});
     dims.push_back({plan.own[0].back(), Part::Inner});

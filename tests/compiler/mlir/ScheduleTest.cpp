@@ -106,5 +106,35 @@ TEST_F(Schedule, StridedRowOperandIsTransposedWhenTheParameterIsLarge) {
   }
 }
 
+// Dense at d = 4096 streams its 64 MB weight once per row tile, so its tiles take the most rows;
+// the op that writes the output counts as that output (streamed, so free), not as an
+// intermediate that must stay in L2 (which held it to 64 rows).
+TEST_F(Schedule, StreamedParameterGivesTheTallestRowTiles) {
+  for (const KernelProgram& program : {forwardKernel(buildLayer("dense(in=4096, out=4096)"), DType::F32),
+                                       backwardKernel(buildLayer("dense(in=4096, out=4096)"), DType::F32)}) {
+    const Layout layout = chooseLayout(program, hostTarget());
+    ASSERT_FALSE(layout.rowTiles.empty());
+    EXPECT_EQ(layout.rowTiles.front(), 256) << program.name;
+  }
+}
+
+// A parameter gradient summed over the rows carries its sum in whole register tiles with the
+// N tiles (panels of the wider operand) outside the M tiles: dense d = 1024's dW[i, o] is
+// carried as (o / nr, i / mr, mr, nr).
+TEST_F(Schedule, RowSumCarriesPanelsOutsideRegisterRows) {
+  const KernelProgram program = backwardKernel(buildLayer("dense(in=1024, out=1024)"), DType::F32);
+  const Layout layout = chooseLayout(program, hostTarget());
+  auto module = generate(program);
+  std::vector<llvm::SmallVector<int64_t>> carried;
+  module->walk([&](mlir::linalg::GenericOp op) {
+    if (op->hasAttr(kRegisterRowsDimAttr))
+      carried.emplace_back(llvm::cast<mlir::ShapedType>(op.getDpsInits()[0].getType()).getShape());
+  });
+  ASSERT_FALSE(carried.empty());
+  const int64_t mr = layout.registerRows, nr = layout.packWidth;
+  for (const auto& shape : carried)
+    EXPECT_EQ(shape, (llvm::SmallVector<int64_t>{1024 / nr, 1024 / mr, mr, nr}));
+}
+
 }  // namespace
 }  // namespace einjit::cpu::detail
