@@ -10,7 +10,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -179,6 +182,42 @@ std::string openblasDescription() {
   std::string config = openblas_get_config();
   while (!config.empty() && config.back() == ' ') config.pop_back();
   return config + " (core " + openblas_get_corename() + ")";
+}
+
+void useBestOpenblasKernels() {
+  const std::string core = openblas_get_corename();
+  std::string wanted;
+  if (const char* chosen = std::getenv("EINJIT_BENCH_OPENBLAS_CORETYPE")) {
+    wanted = chosen;
+  } else {
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    const bool avx512Core = core == "SkylakeX" || core == "Cooperlake" || core == "SapphireRapids";
+    if (avx512 && !avx512Core) wanted = "SkylakeX";
+  }
+  const char* current = std::getenv("OPENBLAS_CORETYPE");
+  // Done when there is nothing to change, or when this process is the re-executed one.
+  if (wanted.empty() || (current != nullptr && wanted == current)) return;
+  std::ifstream cmdline("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  for (std::string arg; std::getline(cmdline, arg, '\0');) args.push_back(arg);
+  if (args.empty()) return;
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  std::fprintf(stderr, "bench: OpenBLAS loaded its %s kernels (OPENBLAS_CORETYPE=%s); restarting with "
+               "OPENBLAS_CORETYPE=%s so that the baseline runs %s\n",
+               core.c_str(), current != nullptr ? current : "unset", wanted.c_str(),
+               std::getenv("EINJIT_BENCH_OPENBLAS_CORETYPE") != nullptr
+                   ? "the kernels EINJIT_BENCH_OPENBLAS_CORETYPE names"
+                   : "the AVX-512 kernels this CPU supports");
+  std::fflush(nullptr);
+  setenv("OPENBLAS_CORETYPE", wanted.c_str(), 1);
+  execv("/proc/self/exe", argv.data());
+  std::fprintf(stderr, "bench: cannot restart (%s); the baseline keeps OpenBLAS's %s kernels\n",
+               std::strerror(errno), core.c_str());
+  if (current != nullptr) setenv("OPENBLAS_CORETYPE", current, 1);
+  else unsetenv("OPENBLAS_CORETYPE");
 }
 
 std::string defaultPython() { return EINJIT_BENCH_PYTHON; }

@@ -49,6 +49,18 @@ class DenseSgemm {
 // OpenBLAS's build description (version, target core, threading), e.g. "OpenBLAS 0.3.21 ...".
 std::string openblasDescription();
 
+// OpenBLAS chooses its kernels once, when it loads: those of OPENBLAS_CORETYPE if set, else of
+// the CPU it detects. This project's machines set OPENBLAS_CORETYPE=Haswell in the environment,
+// which on their AVX-512 CPUs (AMD Zen 5) runs the AVX2 kernels at about half the GFLOP/s of
+// the AVX-512 ones (sgemm at d = 4096, 2 threads: 230 against 395). A baseline should be the
+// best the library does on the machine, so on a CPU with AVX-512 F/BW/DQ/VL whose loaded
+// OpenBLAS core has no AVX-512 this re-executes the process (/proc/self/exe, same arguments)
+// with OPENBLAS_CORETYPE=SkylakeX, and says so on stderr; PyTorch's OpenBLAS in the
+// subprocesses inherits it. EINJIT_BENCH_OPENBLAS_CORETYPE, when set, is used instead (as is,
+// whatever the CPU). Call it first thing; it returns normally when nothing is to be done or the
+// re-execution fails.
+void useBestOpenblasKernels();
+
 // The PyTorch baseline (torch_layers.py): each spec as the reference code computes it, timed
 // by the script itself (median of k, like timeMedian).
 struct TorchCase {

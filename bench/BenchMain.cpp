@@ -109,6 +109,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  einjit::bench::useBestOpenblasKernels();
   try {
     return run(argc, argv);
   } catch (const einjit::SpecError& e) {

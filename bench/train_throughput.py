@@ -54,6 +54,31 @@ def einjit_tokens_per_s(binary, struct, args, scratch):
     return MODEL["batch"] * MODEL["context"] * args.steps / elapsed
 
 
+def torch_environment():
+    """The environment for PyTorch: on an AVX-512 CPU, its OpenBLAS with AVX-512 kernels.
+
+    This project's machines set OPENBLAS_CORETYPE=Haswell, which limits OpenBLAS to its AVX2
+    kernels on their AVX-512 CPUs, about half the GFLOP/s; the baseline should be the best the
+    library does (see useBestOpenblasKernels in bench/Baselines.h, whose rule this follows,
+    EINJIT_BENCH_OPENBLAS_CORETYPE included).
+    """
+    environment = dict(os.environ)
+    chosen = environment.get("EINJIT_BENCH_OPENBLAS_CORETYPE")
+    if chosen:
+        environment["OPENBLAS_CORETYPE"] = chosen
+        return environment
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    avx512_cores = ("skylakex", "cooperlake", "sapphirerapids")
+    if (all(f in flags for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl"))
+            and environment.get("OPENBLAS_CORETYPE", "").lower() not in avx512_cores):
+        environment["OPENBLAS_CORETYPE"] = "SkylakeX"
+    return environment
+
+
 def torch_tokens_per_s(structs, args, scratch):
     """Runs bench/torch_train.py once for all structures; returns {struct: tokens/s}."""
     record_path = os.path.join(scratch, "torch.json")
@@ -65,7 +90,7 @@ def torch_tokens_per_s(structs, args, scratch):
                "--steps", str(args.steps), "--corpus", args.corpus, "--json", record_path]
     for struct in structs:
         command += ["--struct", struct]
-    run = subprocess.run(command, capture_output=True, text=True)
+    run = subprocess.run(command, env=torch_environment(), capture_output=True, text=True)
     if run.returncode != 0:
         raise SystemExit(f"train_throughput: torch_train.py failed ({run.returncode}):\n"
                          f"{run.stdout}{run.stderr}")

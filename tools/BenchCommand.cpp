@@ -56,6 +56,7 @@ void runCudaBench(const BenchCommandOptions& o) {
 void runBench(const BenchCommandOptions& o) {
   if (o.rows <= 0) throw UserError("--rows must be positive, got " + std::to_string(o.rows));
   if (resolveTarget(o.target) == Target::Cuda) return runCudaBench(o);
+  bench::useBestOpenblasKernels();
   bench::BenchOptions options;
   options.rows = o.rows;
   options.backward = o.backward;

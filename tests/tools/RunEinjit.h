@@ -26,10 +26,12 @@ inline std::string readFile(const std::filesystem::path& path) {
   return s.str();
 }
 
-// `args` are already shell-quoted.
-inline CliResult runEinjit(const std::filesystem::path& dir, const std::string& args) {
-  const std::string cmd =
-      "cd '" + dir.string() + "' && " + std::string(EINJIT_BINARY) + " " + args + " >stdout 2>stderr";
+// `args` are already shell-quoted; `environment` ("NAME=value ...", shell-quoted too) is added
+// to the binary's environment.
+inline CliResult runEinjit(const std::filesystem::path& dir, const std::string& args,
+                           const std::string& environment = "") {
+  const std::string cmd = "cd '" + dir.string() + "' && " + (environment.empty() ? "" : "env " + environment + " ") +
+                          std::string(EINJIT_BINARY) + " " + args + " >stdout 2>stderr";
   const int raw = std::system(cmd.c_str());
   return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, readFile(dir / "stdout"), readFile(dir / "stderr")};
 }

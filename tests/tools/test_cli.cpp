@@ -29,7 +29,9 @@ class CliTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   // Runs einjit with `args` (already shell-quoted) and captures status, stdout and stderr.
-  Result einjit(const std::string& args) { return ::einjit::testing::runEinjit(dir_, args); }
+  Result einjit(const std::string& args, const std::string& environment = "") {
+    return ::einjit::testing::runEinjit(dir_, args, environment);
+  }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   void save(const std::string& name, const einjit::Tensor& t) { einjit::writeNpy(path(name), t); }
 
@@ -57,6 +59,26 @@ TEST_F(CliTest, HelpForEverySubcommand) {
   Result layer = einjit("layer --help");
   for (const char* option : {"--params", "--seed", "--save-params", "--dy", "--dx", "--dparams", "--target"})
     EXPECT_NE(layer.out.find(option), std::string::npos) << option;
+}
+
+// The OpenBLAS baseline of `einjit bench` runs the kernels EINJIT_BENCH_OPENBLAS_CORETYPE names,
+// and by default, on an AVX-512 CPU, AVX-512 kernels even when OPENBLAS_CORETYPE says Haswell
+// (as this project's machines set it). The report's header names the core that ran.
+TEST_F(CliTest, BenchBaselineRunsTheOpenblasKernelsItWasToldTo) {
+  const std::string bench = "bench 'dense(in=32, out=32)' --rows 16 --no-torch";
+  Result r = einjit(bench, "OPENBLAS_CORETYPE=SkylakeX EINJIT_BENCH_OPENBLAS_CORETYPE=Haswell");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("(core Haswell)"), std::string::npos) << r.out;
+}
+
+TEST_F(CliTest, BenchBaselineRunsAvx512KernelsOnAnAvx512Cpu) {
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+      !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512vl"))
+    GTEST_SKIP() << "this CPU has no AVX-512";
+  Result r = einjit("bench 'dense(in=32, out=32)' --rows 16 --no-torch", "OPENBLAS_CORETYPE=Haswell");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("(core SkylakeX)"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("restarting with OPENBLAS_CORETYPE=SkylakeX"), std::string::npos) << r.err;
 }
 
 TEST_F(CliTest, NoSubcommandIsAUserError) {
