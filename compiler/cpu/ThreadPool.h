@@ -11,6 +11,7 @@
 //    parallel regions.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -71,8 +72,9 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable wake_, finished_;
   Job* job_ = nullptr;
-  uint64_t generation_ = 0;  // bumped per job; workers run each generation once
-  int workersDone_ = 0;      // workers that have finished the current generation
+  // Written under mutex_; atomic so that the waits can spin on them without the lock.
+  std::atomic<uint64_t> generation_ = 0;  // bumped per job; workers run each generation once
+  std::atomic<int> workersDone_ = 0;      // workers that have finished the current generation
   bool stopping_ = false;
 };
 

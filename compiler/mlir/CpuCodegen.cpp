@@ -135,7 +135,6 @@ class Compilation {
     }
     const detail::HostTarget& host = detail::hostTarget();
     auto module = detail::generateModule(context_, program, detail::chooseLayout(program, host));
-    if (getenv("EXP_DUMP")) { std::string t; llvm::raw_string_ostream s(t); module->print(s); FILE* f = fopen(getenv("EXP_DUMP"), "w"); fputs(t.c_str(), f); fclose(f); }
     detail::scheduleModule(*module, host);
     detail::lowerToLLVMDialect(*module);
     if (stage == EmitStage::LoweredMlir) {
