@@ -53,6 +53,9 @@ struct HostTarget {
   std::string cpuName;
   std::string features;  // "+avx2,+avx512f,..." (sorted; disabled features omitted)
   int vectorBits = 128;  // widest vector register the schedule should fill
+  // One core's L2 (data or unified), which the row tiles are sized for: from Linux's
+  // /sys/devices/system/cpu/cpu0/cache, else 1 MB. Part of the codegen identity (cache keys).
+  int64_t l2Bytes = int64_t{1} << 20;
 };
 const HostTarget& hostTarget();
 

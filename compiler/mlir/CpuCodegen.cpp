@@ -87,7 +87,7 @@ void registerCodegenDialects(mlir::DialectRegistry& registry) {
 
 namespace {
 
-constexpr const char* kCodegenVersion = "einjit-cpu-codegen 9";
+constexpr const char* kCodegenVersion = "einjit-cpu-codegen 10";
 constexpr std::size_t kMaxDiagnosticChars = 2000;
 
 const mlir::DialectRegistry& codegenRegistry() {
@@ -163,7 +163,7 @@ std::string compileToObject(const KernelProgram& program) { return emitStage(pro
 std::string codegenIdentity() {
   const detail::HostTarget& host = detail::hostTarget();
   return std::string(kCodegenVersion) + "; LLVM " + LLVM_VERSION_STRING + "; " + host.triple + "; " +
-         host.cpuName + "; " + host.features;
+         host.cpuName + "; " + host.features + "; L2 " + std::to_string(host.l2Bytes);
 }
 
 }  // namespace einjit::cpu

@@ -1,7 +1,11 @@
 // The host CPU as LLVM sees it, -O3 with the host TargetMachine, and emission of assembly text
 // or relocatable object bytes.
 #include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "compiler/mlir/CodegenStages.h"
@@ -28,6 +32,36 @@ void initializeNativeTarget() {
   });
 }
 
+namespace {
+
+// The size of cpu0's level-2 data or unified cache from sysfs ("1024K"), or 0.
+int64_t sysfsL2Bytes() {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  for (const fs::directory_entry& entry : fs::directory_iterator("/sys/devices/system/cpu/cpu0/cache", error)) {
+    auto read = [&](const char* name) {
+      std::ifstream file(entry.path() / name);
+      std::string text;
+      std::getline(file, text);
+      return text;
+    };
+    if (read("level") != "2" || read("type") == "Instruction") continue;
+    const std::string size = read("size");
+    std::size_t digits = 0;
+    while (digits < size.size() && std::isdigit(static_cast<unsigned char>(size[digits]))) ++digits;
+    if (digits == 0 || digits > 12) continue;
+    int64_t bytes = std::stoll(size.substr(0, digits));
+    const std::string unit = size.substr(digits);
+    if (unit == "K") bytes <<= 10;
+    else if (unit == "M") bytes <<= 20;
+    else if (!unit.empty()) continue;
+    if (bytes >= (int64_t{64} << 10)) return bytes;
+  }
+  return 0;
+}
+
+}  // namespace
+
 const HostTarget& hostTarget() {
   static const HostTarget host = [] {
     HostTarget h;
@@ -43,6 +77,7 @@ const HostTarget& hostTarget() {
       h.features += feature;
     }
     h.vectorBits = features.lookup("avx512f") ? 512 : features.lookup("avx") ? 256 : 128;
+    if (const int64_t l2 = sysfsL2Bytes(); l2 > 0) h.l2Bytes = l2;
     return h;
   }();
   return host;

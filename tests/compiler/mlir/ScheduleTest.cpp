@@ -118,6 +118,33 @@ TEST_F(Schedule, StreamedParameterGivesTheTallestRowTiles) {
   }
 }
 
+// The intermediates of the tallest row tile fill a quarter of the host's L2: BTT rank 1 at
+// d = 1024 backward keeps t and dt (4 KB per row each) and a quarter of x, dy and dx (3 KB; dx
+// is written through a reshape): 11 KB per row, so 16 rows (of 8) on a 1 MB L2 and 40 on a 2 MB
+// one.
+TEST_F(Schedule, RowTilesFillAQuarterOfL2) {
+  const KernelProgram program = backwardKernel(buildLayer("btt(in=1024, out=1024, rank=1)"), DType::F32);
+  HostTarget host = hostTarget();
+  for (const auto& [l2, rows] : {std::pair<int64_t, int64_t>{1 << 20, 16}, {2 << 20, 40}}) {
+    host.l2Bytes = l2;
+    const Layout layout = chooseLayout(program, host);
+    ASSERT_FALSE(layout.rowTiles.empty());
+    EXPECT_EQ(layout.rowTiles.front(), rows) << "L2 " << l2;
+  }
+}
+
+// Parameters larger than L2 are streamed, and their row tiles take at least 24 rows: BTT rank 4
+// at d = 1024 has 1 MB of cores, streamed with a 512 KB L2 but not with a 1 MB one (8-row tiles:
+// its intermediates take 32 KB per row).
+TEST_F(Schedule, ParametersLargerThanL2AreStreamed) {
+  const KernelProgram program = backwardKernel(buildLayer("btt(in=1024, out=1024, rank=4)"), DType::F32);
+  HostTarget host = hostTarget();
+  host.l2Bytes = 1 << 20;
+  EXPECT_EQ(chooseLayout(program, host).rowTiles.front(), 8);
+  host.l2Bytes = 512 << 10;
+  EXPECT_EQ(chooseLayout(program, host).rowTiles.front(), 24);
+}
+
 // A parameter gradient summed over the rows carries its sum in whole register tiles with the
 // N tiles (panels of the wider operand) outside the M tiles: dense d = 1024's dW[i, o] is
 // carried as (o / nr, i / mr, mr, nr).
