@@ -485,6 +485,30 @@ KernelProgram forwardKernel(const ir::LayerProgram& layer, DType dtype) {
   return kernel;
 }
 
+KernelProgram keepOutputs(const KernelProgram& program, const std::vector<std::size_t>& keep) {
+  KernelProgram kept = program;
+  kept.outputs.clear();
+  std::vector<bool> needed(program.values.size(), false);
+  for (std::size_t k : keep) {
+    if (k >= program.outputs.size())
+      throw UserError("kernel program '" + program.name + "' has no output " + std::to_string(k));
+    if (needed[program.outputs[k]])
+      throw UserError("kernel program '" + program.name + "': output " + std::to_string(k) + " kept twice");
+    needed[program.outputs[k]] = true;
+    kept.outputs.push_back(program.outputs[k]);
+    kept.name += "_" + std::to_string(k);
+  }
+  kept.name += keep.empty() ? "_none" : "";
+  kept.ops.clear();
+  for (auto op = program.ops.rbegin(); op != program.ops.rend(); ++op) {
+    if (!needed[op->result]) continue;
+    kept.ops.push_back(*op);
+    for (ir::ValueId id : op->inputs) needed[id] = true;
+  }
+  std::reverse(kept.ops.begin(), kept.ops.end());
+  return kept;
+}
+
 KernelProgram backwardKernel(const ir::LayerProgram& layer, DType dtype) {
   const KernelProgram forward = forwardKernel(layer, dtype);
   KernelProgram kernel = forward;

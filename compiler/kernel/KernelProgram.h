@@ -59,6 +59,13 @@ KernelProgram forwardKernel(const ir::LayerProgram& layer, DType dtype);
 // that the gradients need are recomputed inside the kernel.
 KernelProgram backwardKernel(const ir::LayerProgram& layer, DType dtype);
 
+// `program` computing only some of its outputs (`keep`: indices into program.outputs, in the
+// order wanted), without the ops those do not need. The inputs stay as they are, so the
+// program is called with the same buffers; the name gets a suffix naming the kept outputs.
+// Throws UserError for an index out of range or repeated. Used to find what each output
+// (each gradient of a backward kernel) costs.
+KernelProgram keepOutputs(const KernelProgram& program, const std::vector<std::size_t>& keep);
+
 // A classic einsum as pairwise contractions in the order of `plan`. Inputs: the operands;
 // output: the result. No row axis: every shape is static.
 KernelProgram einsumKernel(const BoundEinsum& einsum, const ContractionPlan& plan, DType dtype);

@@ -208,6 +208,41 @@ TEST(StructureKernelPrograms, DenseBackwardIsTheTwoTransposedProducts) {
   EXPECT_EQ(kernel.ops[1].inputs, (std::vector<ir::ValueId>{kernel.inputs[0], kernel.inputs[2]}));
 }
 
+// keepOutputs: dense's backward without dx is the dW product alone, with the same inputs; it
+// runs to the same dW as the whole program.
+TEST(StructureKernelPrograms, KeepOutputsDropsTheOpsOnlyOtherOutputsNeed) {
+  const KernelProgram backward = backwardKernel(buildLayer("dense(in=6, out=5)"), DType::F64);
+  const KernelProgram dw = keepOutputs(backward, {1});
+  ASSERT_EQ(dw.ops.size(), 1u);
+  EXPECT_EQ(dw.ops[0].equation, "zi,zo->io");
+  EXPECT_EQ(dw.inputs, backward.inputs);
+  EXPECT_EQ(dw.outputs, (std::vector<ir::ValueId>{backward.outputs[1]}));
+  EXPECT_NE(dw.fingerprint(), backward.fingerprint());
+  checkKernelProgram(dw);
+
+  std::mt19937_64 rng(3);
+  std::vector<Tensor> inputs;
+  for (ir::ValueId id : backward.inputs) {
+    Shape shape = backward.values[id].shape;
+    if (shape[0] == kRows) shape[0] = 4;
+    inputs.push_back(randomTensor(shape, rng));
+  }
+  const std::vector<Tensor> all = referenceRunKernel(backward, 4, pointers(inputs));
+  const std::vector<Tensor> one = referenceRunKernel(dw, 4, pointers(inputs));
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(relativeError(one[0], all[1]), 0.0);
+
+  // BTT's dx needs the output gradient through both cores, not the recomputed forward.
+  const KernelProgram btt = backwardKernel(buildLayer("btt(in=16, out=12, rank=2)"), DType::F32);
+  const KernelProgram dx = keepOutputs(btt, {0});
+  EXPECT_LT(dx.ops.size(), btt.ops.size());
+  for (const ir::Op& op : dx.ops)
+    EXPECT_TRUE(std::find(op.inputs.begin(), op.inputs.end(), btt.inputs[0]) == op.inputs.end())
+        << "dx does not read x: " << op.equation;
+  EXPECT_THROW(keepOutputs(btt, {3}), UserError);
+  EXPECT_THROW(keepOutputs(btt, {1, 1}), UserError);
+}
+
 TEST(StructureKernelPrograms, Float32KernelRoundsTheResult) {
   const ir::LayerProgram layer = buildLayer("btt(in=16, out=12, rank=2, norm)");
   const TensorMap params = initLayerParams(layer, 3, DType::F32);
