@@ -40,6 +40,14 @@ class DenseSgemm {
   DenseSgemm(int64_t rows, int64_t dIn, int64_t dOut, bool backward, int threads);
   void run();
 
+  // The operands and, after run(), the products (row-major), so a test can check them.
+  const std::vector<float>& x() const { return x_; }
+  const std::vector<float>& w() const { return w_; }
+  const std::vector<float>& dy() const { return dy_; }
+  const std::vector<float>& y() const { return y_; }
+  const std::vector<float>& dx() const { return dx_; }
+  const std::vector<float>& dw() const { return dw_; }
+
  private:
   int rows_ = 0, dIn_ = 0, dOut_ = 0;
   bool backward_ = false;
