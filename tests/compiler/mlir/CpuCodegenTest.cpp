@@ -394,6 +394,17 @@ TEST(CpuCodegen, BttBackward1024) {
   }
 }
 
+// Factors that no whole or half vector register divides (34 = 2 x 17, 44 = 4 x 11): the
+// schedule splits their vector dim into whole registers and a rest, forward and backward.
+TEST(CpuCodegen, BttWithFactorsNoVectorDivides) {
+  for (const char* spec : {"btt(in=1088, out=1088, rank=1)", "btt(in=1056, out=1056, rank=2)"}) {
+    SCOPED_TRACE(spec);
+    const ir::LayerProgram layer = buildLayer(spec);
+    expectMatchesReference(forwardKernel(layer, DType::F32), {1, 7, 100});
+    expectMatchesReference(backwardKernel(layer, DType::F32), {1, 7, 100});
+  }
+}
+
 TEST(CpuCodegen, StaticEinsumWithoutRows) {
   ProgramBuilder b("einsum", DType::F64);
   const auto a = b.input("A", {7, 9});
@@ -543,6 +554,17 @@ TEST(CpuCodegenStages, RowSumPanelsAreNotCopiedFloatByFloat) {
   const std::string assembly =
       emitStage(backwardKernel(buildLayer("btt(in=1024, out=1024, rank=1)"), DType::F32), EmitStage::Asm);
   EXPECT_EQ(assembly.find("vmovss"), std::string::npos);
+}
+
+// BTT at d = 1088 has factors of 34: tiled whole, its register tiles were 17 floats wide, an
+// odd-width vector that LLVM broke into scalars (forward 15 ms against 1.1 ms split into
+// 32 + 2).
+TEST(CpuCodegenStages, OddFactorsGetNoOddWidthVectors) {
+  if (!hostHasAvx512()) GTEST_SKIP() << "the split widths checked here are AVX-512's";
+  const std::string llvmIr =
+      emitStage(forwardKernel(buildLayer("btt(in=1088, out=1088, rank=1)"), DType::F32), EmitStage::Llvm);
+  EXPECT_EQ(llvmIr.find("<17 x float>"), std::string::npos);
+  EXPECT_NE(llvmIr.find("<16 x float>"), std::string::npos);
 }
 
 TEST(CpuCodegenStages, IdentityNamesTheCompilerAndHost) {
