@@ -375,6 +375,7 @@ class MLIRGenImpl {
   int64_t panelWidth(int64_t size) const {
     for (int64_t width : {layout.packWidth, layout.packWidth / 2})
       if (width > 0 && size % width == 0) return width;
+    if (layout.packWidth > 0 && size > layout.packWidth / 2 && size <= 2 * layout.packWidth) return size;
     return 0;
   }
 
@@ -399,7 +400,7 @@ class MLIRGenImpl {
     // reduction through longer rows takes a few lines per row at a power-of-two stride, which
     // crowd into a few L1 sets (BTT's W1 at d = 4096, rows of 64 floats: +15% forward).
     const bool contiguous = loopDims.back() == v;
-    if (contiguous && loop.size <= layout.packWidth) return split;
+    if (contiguous && (loop.size <= layout.packWidth || width == loop.size)) return split;
     return PanelSplit{v, operand, width};
   }
 

@@ -46,6 +46,18 @@ class Schedule : public ::testing::Test {
     return steps;
   }
 
+  // The shape of every register tile's accumulator (each vector.contract's result).
+  std::vector<std::vector<int64_t>> registerTileShapes(const KernelProgram& program) {
+    auto module = generate(program);
+    scheduleModule(*module, hostTarget());
+    std::vector<std::vector<int64_t>> shapes;
+    module->walk([&](mlir::vector::ContractionOp contract) {
+      auto type = llvm::cast<mlir::VectorType>(contract.getResultType());
+      shapes.emplace_back(type.getShape().begin(), type.getShape().end());
+    });
+    return shapes;
+  }
+
   static int64_t registerRows(const KernelProgram& program) {
     return chooseLayout(program, hostTarget()).registerRows;
   }
@@ -161,6 +173,19 @@ TEST_F(Schedule, RowSumCarriesPanelsOutsideRegisterRows) {
   const int64_t mr = layout.registerRows, nr = layout.packWidth;
   for (const auto& shape : carried)
     EXPECT_EQ(shape, (llvm::SmallVector<int64_t>{1024 / nr, 1024 / mr, mr, nr}));
+}
+
+// BTT's input gradient 'zcd,card->zacr' has the rank innermost; at d = 1024 it is computed
+// with the parameter's a (32, packed into panels) innermost instead. At d = 1088 a is 34
+// wide, which no panel divides: the parameter is then permuted so that a is contiguous (one
+// panel of 34), rather than leaving the register tiles one float wide (8 x 1: the backward
+// took 1.6x as long).
+TEST_F(Schedule, InputGradientOfOddFactorsIsNotOneFloatWide) {
+  if (registerRows(forwardKernel(buildLayer("btt(in=1024, out=1024, rank=1)"), DType::F32)) != 8)
+    GTEST_SKIP() << "the register tile checked here is AVX-512's (8 rows)";
+  const auto shapes = registerTileShapes(backwardKernel(buildLayer("btt(in=1088, out=1088, rank=1)"), DType::F32));
+  ASSERT_FALSE(shapes.empty());
+  for (const auto& shape : shapes) EXPECT_NE(shape, (std::vector<int64_t>{8, 1}));
 }
 
 }  // namespace
