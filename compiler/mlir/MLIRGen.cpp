@@ -371,7 +371,9 @@ class MLIRGenImpl {
   };
 
   // Columns of a panel along a dim of `size`: a register tile's width (two vector registers),
-  // else one vector register; 0 if neither divides the dim.
+  // else one vector register; if neither divides it, the whole dim when it is 17-64 wide (one
+  // panel: a permutation making it contiguous, so BTT's input gradient at d = 1088, a = 34,
+  // still gets it innermost); else 0.
   int64_t panelWidth(int64_t size) const {
     for (int64_t width : {layout.packWidth, layout.packWidth / 2})
       if (width > 0 && size % width == 0) return width;
@@ -400,6 +402,7 @@ class MLIRGenImpl {
     // reduction through longer rows takes a few lines per row at a power-of-two stride, which
     // crowd into a few L1 sets (BTT's W1 at d = 4096, rows of 64 floats: +15% forward).
     const bool contiguous = loopDims.back() == v;
+    // A whole-dim panel of a contiguous dim would copy the operand unchanged.
     if (contiguous && (loop.size <= layout.packWidth || width == loop.size)) return split;
     return PanelSplit{v, operand, width};
   }

@@ -185,7 +185,7 @@ void tileContraction(mlir::IRRewriter& rewriter, mlir::linalg::GenericOp op, con
   // A V dim that no whole or half vector register divides (BTT at d = 1088: factors of 34,
   // tiled 17 wide, an odd-width vector that LLVM breaks into scalars; d = 1056: 44, tiled 4
   // wide) is split into the part that is whole registers and the rest, each tiled on its own
-  // (BTT d = 1088 forward 15 -> 1.4 ms). Where half registers fit (24: 8 wide) the split made
+  // (BTT d = 1088 forward 15.3 -> 1.1 ms). Where half registers fit (24: 8 wide) the split made
   // no gain and tripled the backward's compile time, so it is kept to the odd widths.
   if (ranges[vDim] > lanes && tileSizes[vDim] % std::max<int64_t>(1, lanes / 2) != 0) {
     rewriter.setInsertionPoint(op);
