@@ -96,12 +96,6 @@ Tensor download(const DeviceBuffer& buffer, const Shape& shape, Precision precis
 
 // ---- compiled programs ----
 
-struct CompiledProgram {
-  CudaProgram program;
-  CUmodule module = nullptr;
-  std::vector<CUfunction> functions;  // per launch
-};
-
 EmitOptions deviceEmitOptions(Precision precision) {
   EmitOptions options;
   options.precision = precision;
@@ -109,39 +103,8 @@ EmitOptions deviceEmitOptions(Precision precision) {
   return options;
 }
 
-std::shared_ptr<const CompiledProgram> compileProgram(const KernelProgram& kernel, Precision precision,
-                                                      const cpu::CacheOptions& cache) {
-  static std::mutex mutex;
-  static std::unordered_map<std::string, std::shared_ptr<const CompiledProgram>> memory;
-  const EmitOptions options = deviceEmitOptions(precision);
-  const std::string arch = deviceInfo().arch;
-  const std::string key = cudaCacheKeyText(kernel, options, arch, nvrtcVersion());
-  {
-    std::lock_guard lock(mutex);
-    if (auto found = memory.find(key); found != memory.end()) return found->second;
-  }
-  auto compiled = std::make_shared<CompiledProgram>();
-  compiled->program = emitCuda(kernel, options);
-  const CubinLookup cubin = cachedCubin(key, compiled->program.launchPlan(), cache, [&] {
-    return nvrtcCompile(compiled->program.source, kernel.name + ".cu", arch).cubin;
-  });
-  const DriverApi& api = driver();
-  check(api.cuModuleLoadData(&compiled->module, cubin.cubin.data()), "cuModuleLoadData");
-  for (const KernelLaunch& launch : compiled->program.launches) {
-    CUfunction function = nullptr;
-    check(api.cuModuleGetFunction(&function, compiled->module, launch.kernel.c_str()), "cuModuleGetFunction");
-    if (launch.sharedBytes > kDefaultDynamicSharedLimit)
-      check(api.cuFuncSetAttribute(function, kFunctionAttributeMaxDynamicSharedBytes,
-                                   static_cast<int>(launch.sharedBytes)),
-            "cuFuncSetAttribute");
-    compiled->functions.push_back(function);
-  }
-  std::lock_guard lock(mutex);
-  return memory.try_emplace(key, std::move(compiled)).first->second;
-}
-
 // Launches every kernel of `compiled` on device buffers (inputs, then outputs).
-void launch(const CompiledProgram& compiled, int64_t rows, const std::vector<CUdeviceptr>& buffers) {
+void launch(const LoadedCudaProgram& compiled, int64_t rows, const std::vector<CUdeviceptr>& buffers) {
   std::vector<std::unique_ptr<DeviceBuffer>> scratch;
   std::vector<CUdeviceptr> pointers = buffers;
   for (const ScratchBuffer& buffer : compiled.program.scratch) {
@@ -177,7 +140,7 @@ Shape concreteShape(Shape shape, int64_t rows) {
 std::vector<Tensor> runOnDevice(const KernelProgram& program, Precision precision, int64_t rows,
                                 const std::vector<const Tensor*>& inputs, DType dtype,
                                 const cpu::CacheOptions& cache) {
-  const std::shared_ptr<const CompiledProgram> compiled = compileProgram(program, precision, cache);
+  const std::shared_ptr<const LoadedCudaProgram> compiled = loadCudaProgram(program, precision, cache);
   std::vector<std::unique_ptr<DeviceBuffer>> buffers;
   for (std::size_t k = 0; k < inputs.size(); ++k) {
     const Shape expected = concreteShape(program.values[program.inputs[k]].shape, rows);
@@ -261,6 +224,37 @@ CubinLookup cachedCubin(const std::string& keyText, const std::string& plan,
   return lookup;
 }
 
+std::shared_ptr<const LoadedCudaProgram> loadCudaProgram(const KernelProgram& kernel, Precision precision,
+                                                         const cpu::CacheOptions& cache) {
+  static std::mutex mutex;
+  static std::unordered_map<std::string, std::shared_ptr<const LoadedCudaProgram>> memory;
+  const EmitOptions options = deviceEmitOptions(precision);
+  const std::string arch = deviceInfo().arch;
+  const std::string key = cudaCacheKeyText(kernel, options, arch, nvrtcVersion());
+  {
+    std::lock_guard lock(mutex);
+    if (auto found = memory.find(key); found != memory.end()) return found->second;
+  }
+  auto compiled = std::make_shared<LoadedCudaProgram>();
+  compiled->program = emitCuda(kernel, options);
+  const CubinLookup cubin = cachedCubin(key, compiled->program.launchPlan(), cache, [&] {
+    return nvrtcCompile(compiled->program.source, kernel.name + ".cu", arch).cubin;
+  });
+  const DriverApi& api = driver();
+  check(api.cuModuleLoadData(&compiled->module, cubin.cubin.data()), "cuModuleLoadData");
+  for (const KernelLaunch& launch : compiled->program.launches) {
+    CUfunction function = nullptr;
+    check(api.cuModuleGetFunction(&function, compiled->module, launch.kernel.c_str()), "cuModuleGetFunction");
+    if (launch.sharedBytes > kDefaultDynamicSharedLimit)
+      check(api.cuFuncSetAttribute(function, kFunctionAttributeMaxDynamicSharedBytes,
+                                   static_cast<int>(launch.sharedBytes)),
+            "cuFuncSetAttribute");
+    compiled->functions.push_back(function);
+  }
+  std::lock_guard lock(mutex);
+  return memory.try_emplace(key, std::move(compiled)).first->second;
+}
+
 Tensor cudaLayerForward(const ir::LayerProgram& layer, const TensorMap& params, const Tensor& x,
                         const CudaOptions& options) {
   const int64_t rows = checkLayerInput(layer, x);
@@ -318,8 +312,8 @@ CudaLayerTiming cudaTimeLayer(const ir::LayerProgram& layer, int64_t rows, Preci
   const KernelProgram forward = forwardKernel(layer, DType::F32);
   const KernelProgram backwardProgram = backwardKernel(layer, DType::F32);
   const cpu::CacheOptions cache;
-  const auto forwardCode = compileProgram(forward, precision, cache);
-  const auto backwardCode = backward ? compileProgram(backwardProgram, precision, cache) : nullptr;
+  const auto forwardCode = loadCudaProgram(forward, precision, cache);
+  const auto backwardCode = backward ? loadCudaProgram(backwardProgram, precision, cache) : nullptr;
 
   // x and dy: a fixed pseudo-random pattern in [-1, 1).
   Tensor x(DType::F32, {rows, layer.dIn}), dy(DType::F32, {rows, layer.dOut});

@@ -11,11 +11,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "compiler/cpu/KernelCache.h"
+#include "compiler/cuda/CudaDriver.h"
 #include "compiler/cuda/CudaEmitter.h"
 #include "runtime/reference/ReferenceExecutor.h"
 
@@ -44,6 +46,17 @@ struct CubinLookup {
 // Needs no GPU. Disk trouble never fails: it is reported once on stderr and `compile` runs.
 CubinLookup cachedCubin(const std::string& keyText, const std::string& plan,
                         const cpu::CacheOptions& cache, const std::function<std::string()>& compile);
+
+// A kernel program rendered for the GPU at `precision` (with the device's shared-memory limit),
+// compiled with NVRTC (memory and disk caches) and loaded: one function per launch. Kept for
+// the process. Throws UserError with cudaUnavailableReason() when there is no usable GPU.
+struct LoadedCudaProgram {
+  CudaProgram program;
+  CUmodule module = nullptr;
+  std::vector<CUfunction> functions;  // per launch
+};
+std::shared_ptr<const LoadedCudaProgram> loadCudaProgram(const KernelProgram& kernel, Precision precision,
+                                                         const cpu::CacheOptions& cache = {});
 
 // Layer and einsum entry points (host tensors in and out, as cpuLayerForward and friends).
 // Throw UserError with cudaUnavailableReason() when there is no usable GPU.

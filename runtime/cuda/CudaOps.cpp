@@ -175,6 +175,19 @@ Tensor DeviceTensor::download(DType dtype) const {
   return tensor;
 }
 
+DeviceTensor DeviceTensor::reshaped(const Shape& shape) const {
+  if (!defined()) throw UserError("reshape: the device tensor is undefined");
+  for (int64_t extent : shape)
+    if (extent < 0) throw UserError("reshape: a device tensor cannot have shape " + shapeToString(shape));
+  if (shapeNumel(shape) != numel())
+    throw UserError("reshape: a device tensor of shape " + shapeToString(shape_) + " cannot be viewed as " +
+                    shapeToString(shape) + " (" + std::to_string(numel()) + " elements against " +
+                    std::to_string(shapeNumel(shape)) + ")");
+  DeviceTensor view = *this;
+  view.shape_ = shape;
+  return view;
+}
+
 // ---- DeviceIds ----
 
 DeviceIds::DeviceIds(OpDevice& device, const std::vector<int32_t>& ids, int64_t classes, const char* what)

@@ -40,6 +40,8 @@ class DeviceTensor {
   Precision precision() const { return precision_; }
   int64_t numel() const { return shapeNumel(shape_); }
   uint64_t address() const { return memory_->address(); }
+  // The same buffer viewed with another shape of as many elements.
+  DeviceTensor reshaped(const Shape& shape) const;
 
  private:
   OpDevice* device_ = nullptr;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "compiler/cuda/CudaAllocator.h"
 #include "compiler/cuda/CudaBackend.h"
@@ -19,6 +20,26 @@ constexpr int64_t kDefaultDynamicSharedLimit = 48 * 1024;
 // The disk entry's "plan": the op kernels have no launch plan; a fixed text keeps the entry
 // format of the layer kernels.
 constexpr const char* kCubinPlan = "einjit op kernels";
+
+class GpuDeviceProgram final : public DeviceProgram {
+ public:
+  explicit GpuDeviceProgram(std::shared_ptr<const LoadedCudaProgram> loaded)
+      : DeviceProgram(loaded->program), loaded_(std::move(loaded)) {}
+
+  void launch(std::size_t k, unsigned grid, long long rows, long long chunks,
+              const std::vector<uint64_t>& buffers) override {
+    const KernelLaunch& shape = rendering().launches.at(k);
+    std::vector<CUdeviceptr> pointers(buffers.begin(), buffers.end());
+    std::vector<void*> args = {&rows, &chunks};
+    for (CUdeviceptr& pointer : pointers) args.push_back(&pointer);
+    check(driver().cuLaunchKernel(loaded_->functions[k], grid, 1, 1, static_cast<unsigned>(shape.threads), 1, 1,
+                                  static_cast<unsigned>(shape.sharedBytes), nullptr, args.data(), nullptr),
+          shape.kernel.c_str());
+  }
+
+ private:
+  std::shared_ptr<const LoadedCudaProgram> loaded_;
+};
 
 class GpuOpDevice final : public OpDevice {
  public:
@@ -64,6 +85,15 @@ class GpuOpDevice final : public OpDevice {
   int64_t sharedBytesPerBlock() const override { return deviceInfo().sharedBytesPerBlockOptin; }
   int64_t multiprocessors() const override { return deviceInfo().multiprocessors; }
 
+  std::shared_ptr<DeviceProgram> loadProgram(const KernelProgram& program, Precision precision) override {
+    const std::string key = program.fingerprint() + precisionName(precision);
+    std::lock_guard lock(mutex_);
+    if (auto found = programs_.find(key); found != programs_.end()) return found->second;
+    auto loaded = std::make_shared<GpuDeviceProgram>(loadCudaProgram(program, precision));
+    programs_.emplace(key, loaded);
+    return loaded;
+  }
+
  private:
   // The kernel's handle, looked up once; kernels may use all the opt-in shared memory.
   CUfunction function(const std::string& kernel) {
@@ -84,6 +114,7 @@ class GpuOpDevice final : public OpDevice {
   CUmodule module_ = nullptr;
   std::mutex mutex_;
   std::unordered_map<std::string, CUfunction> functions_;
+  std::unordered_map<std::string, std::shared_ptr<DeviceProgram>> programs_;
 };
 
 }  // namespace

@@ -1,9 +1,10 @@
 // Where the GPU ops run: device memory, copies and kernel launches behind one interface. The
 // GPU implementation (gpuOpDevice) compiles the op kernels once with NVRTC for the device's
 // architecture (kept in the CUDA target's cubin cache), allocates from the caching allocator and
-// launches through the dlopen'ed driver. Tests plug in a host implementation that runs the host
-// flavour of the same kernels (runtime/cuda/OpKernels.h), so the launch wrappers of CudaOps are
-// exercised without a GPU.
+// launches through the dlopen'ed driver; the layer kernels (compiler/kernel programs rendered by
+// CudaEmitter) load through the CUDA target's caches. Tests plug in a host implementation that
+// runs the host flavour of the same kernels (runtime/cuda/OpKernels.h, emitHostSimulation), so
+// the launch wrappers of CudaOps and DeviceLinear are exercised without a GPU.
 #pragma once
 
 #include <cstddef>
@@ -11,8 +12,12 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "compiler/cpu/KernelCache.h"
+#include "compiler/cuda/CudaEmitter.h"
+#include "compiler/kernel/KernelProgram.h"
 
 namespace einjit::cuda {
 
@@ -42,6 +47,22 @@ struct LaunchShape {
   int64_t sharedBytes = 0;
 };
 
+// A kernel program (a layer's forward or backward) rendered by CudaEmitter for one device and
+// loaded there.
+class DeviceProgram {
+ public:
+  explicit DeviceProgram(CudaProgram rendering) : rendering_(std::move(rendering)) {}
+  virtual ~DeviceProgram() = default;
+  const CudaProgram& rendering() const { return rendering_; }
+  // Launch k of rendering() on `grid` blocks with the kernels' arguments (rows, chunks, then
+  // the buffers: inputs, outputs, scratch).
+  virtual void launch(std::size_t k, unsigned grid, long long rows, long long chunks,
+                      const std::vector<uint64_t>& buffers) = 0;
+
+ private:
+  CudaProgram rendering_;
+};
+
 class OpDevice {
  public:
   virtual ~OpDevice() = default;
@@ -58,6 +79,9 @@ class OpDevice {
   // Dynamic shared memory one block may use, and the multiprocessors (grid sizes scale with it).
   virtual int64_t sharedBytesPerBlock() const = 0;
   virtual int64_t multiprocessors() const = 0;
+  // `program` rendered at `precision` for this device, compiled and loaded; the same program
+  // and precision are loaded once per device.
+  virtual std::shared_ptr<DeviceProgram> loadProgram(const KernelProgram& program, Precision precision) = 0;
 };
 
 // The GPU (device 0). Throws UserError with cudaUnavailableReason() when there is none, or

@@ -51,6 +51,12 @@ TEST_P(CudaOpsGpuStorage, AdamW) {
   checkAdamW(gpuOpDevice(), GetParam(), 1.0, 3);
 }
 
+TEST_P(CudaOpsGpuStorage, StructuredLayersOnDeviceTensors) {
+  SKIP_WITHOUT_GPU();
+  for (const char* spec : {"dense()", "btt(rank=4)", "monarch(blocks=32)", "btt(rank=4, norm)", "lowrank(rank=64)"})
+    checkDeviceLinear(gpuOpDevice(), GetParam(), spec, 1024, 1024, 1027);
+}
+
 INSTANTIATE_TEST_SUITE_P(Storage, CudaOpsGpuStorage, ::testing::Values(Precision::F32, Precision::BF16),
                          [](const auto& info) { return std::string(precisionName(info.param)); });
 

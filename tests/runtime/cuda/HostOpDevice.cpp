@@ -4,6 +4,8 @@
 
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
@@ -15,6 +17,42 @@ namespace {
 
 using Launcher = void (*)(void** args, unsigned gridX, unsigned gridY, unsigned block, unsigned char* shared);
 using Problem = const char* (*)();
+using PackedKernel = void (*)(long long rows, long long chunks, void* const* buffers, unsigned grid,
+                              unsigned block, unsigned char* shared);
+
+// The host flavour of a kernel program (emitHostSimulation), compiled into its own library.
+class HostDeviceProgram final : public DeviceProgram {
+ public:
+  HostDeviceProgram(const KernelProgram& program, const EmitOptions& options)
+      : DeviceProgram(emitCuda(program, options)) {
+    const std::string library = compileHostLibrary(emitHostSimulation(program, options));
+    handle_ = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle_ == nullptr) throw std::runtime_error(std::string("dlopen: ") + dlerror());
+    std::filesystem::remove_all(std::filesystem::path(library).parent_path());
+    problem_ = reinterpret_cast<Problem>(dlsym(handle_, "einjit_sim_problem"));
+    if (problem_ == nullptr) throw std::runtime_error("the host simulation lacks einjit_sim_problem");
+    for (const KernelLaunch& launch : rendering().launches) {
+      auto kernel = reinterpret_cast<PackedKernel>(dlsym(handle_, (launch.kernel + "_packed").c_str()));
+      if (kernel == nullptr) throw std::runtime_error("missing kernel " + launch.kernel);
+      kernels_.push_back(kernel);
+    }
+  }
+
+  void launch(std::size_t k, unsigned grid, long long rows, long long chunks,
+              const std::vector<uint64_t>& buffers) override {
+    const KernelLaunch& launch = rendering().launches.at(k);
+    std::vector<void*> pointers;
+    for (uint64_t address : buffers) pointers.push_back(reinterpret_cast<void*>(address));
+    std::vector<unsigned char> shared(static_cast<std::size_t>(launch.sharedBytes) + 16, 0xff);
+    kernels_[k](rows, chunks, pointers.data(), grid, static_cast<unsigned>(launch.threads), shared.data());
+    if (const char* problem = problem_()) throw std::runtime_error(launch.kernel + ": " + problem);
+  }
+
+ private:
+  void* handle_ = nullptr;
+  Problem problem_ = nullptr;
+  std::vector<PackedKernel> kernels_;
+};
 
 class HostOpDevice final : public OpDevice {
  public:
@@ -56,9 +94,21 @@ class HostOpDevice final : public OpDevice {
   int64_t sharedBytesPerBlock() const override { return 227 * 1024; }
   int64_t multiprocessors() const override { return 1; }
 
+  std::shared_ptr<DeviceProgram> loadProgram(const KernelProgram& program, Precision precision) override {
+    const std::string key = program.fingerprint() + precisionName(precision);
+    if (auto found = programs_.find(key); found != programs_.end()) return found->second;
+    EmitOptions options;
+    options.precision = precision;
+    options.sharedBytesBudget = sharedBytesPerBlock();
+    auto loaded = std::make_shared<HostDeviceProgram>(program, options);
+    programs_.emplace(key, loaded);
+    return loaded;
+  }
+
  private:
   void* handle_ = nullptr;
   Problem problem_ = nullptr;
+  std::map<std::string, std::shared_ptr<DeviceProgram>> programs_;
 };
 
 }  // namespace

@@ -7,7 +7,12 @@
 #include <limits>
 #include <vector>
 
+#include "compiler/kernel/KernelProgram.h"
+#include "frontend/structures/Structures.h"
 #include "runtime/cuda/CudaOps.h"
+#include "runtime/cuda/DeviceLinear.h"
+#include "runtime/reference/ReferenceKernelProgram.h"
+#include "runtime/reference/WeightNorm.h"
 #include "runtime/ops/Ops.h"
 #include "runtime/optim/AdamW.h"
 
@@ -250,6 +255,36 @@ void checkAdamW(OpDevice& device, Precision gradPrecision, double clipNorm, int 
       EXPECT_LE(relativeError(gpu.secondMoments()[i].download(DType::F64), cpu.secondMoments()[i]), 1e-5) << what;
     }
   }
+}
+
+void checkDeviceLinear(OpDevice& device, Precision precision, const std::string& spec, int64_t dIn, int64_t dOut,
+                       int64_t rows) {
+  const ir::LayerProgram layer = buildLayer(parseStructureSpec(spec), dIn, dOut);
+  const std::string what = spec + " " + std::to_string(dIn) + "->" + std::to_string(dOut) + ", " +
+                           std::to_string(rows) + " rows";
+  // The kernels' weights, rounded to the storage precision so both sides see the same numbers.
+  std::vector<Tensor> weights = kernelParameterTensors(layer, initLayerParams(layer, 11, DType::F64), DType::F64);
+  for (Tensor& weight : weights)
+    for (int64_t i = 0; i < weight.numel(); ++i) weight.set(i, roundToStorage(weight.get(i), precision));
+  const Tensor x = randomTensor({rows, dIn}, 12, precision), dy = randomTensor({rows, dOut}, 13, precision);
+
+  std::vector<const Tensor*> inputs = {&x};
+  for (const Tensor& weight : weights) inputs.push_back(&weight);
+  const Tensor y = referenceRunKernel(forwardKernel(layer, DType::F64), rows, inputs).front();
+  inputs.push_back(&dy);
+  const std::vector<Tensor> gradients = referenceRunKernel(backwardKernel(layer, DType::F64), rows, inputs);
+
+  const DeviceLinear linear(device, layer, precision);
+  std::vector<DeviceTensor> deviceWeights;
+  for (const Tensor& weight : weights) deviceWeights.push_back(DeviceTensor::upload(device, weight, precision));
+  const DeviceTensor deviceX = DeviceTensor::upload(device, x, precision);
+  expectClose(linear.forward(deviceWeights, deviceX), y, precision, what + ": y");
+  const DeviceLinear::Gradients deviceGradients =
+      linear.backward(deviceWeights, deviceX, DeviceTensor::upload(device, dy, precision));
+  expectClose(deviceGradients.dx, gradients[0], precision, what + ": dx");
+  ASSERT_EQ(deviceGradients.dweights.size() + 1, gradients.size()) << what;
+  for (std::size_t k = 0; k < deviceGradients.dweights.size(); ++k)
+    expectClose(deviceGradients.dweights[k], gradients[k + 1], precision, what + ": d(weight " + std::to_string(k) + ")");
 }
 
 }  // namespace einjit::cuda::testing

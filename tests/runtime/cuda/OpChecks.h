@@ -35,6 +35,12 @@ void checkActivations(OpDevice& device, Precision precision, int64_t rows, int64
 void checkCrossEntropy(OpDevice& device, Precision precision, int64_t rows, int64_t vocab, double lossGradient);
 void checkAttention(OpDevice& device, Precision precision, const AttentionCase& c);
 void checkConversion(OpDevice& device, int64_t count);
+// The structured layer `spec` (built for dIn -> dOut) through DeviceLinear on `rows` rows,
+// forward and backward, against the same kernel programs run by the reference executor
+// (runtime/reference, float64) on the same weights: kernelParameterTensors' (normalised, with
+// `norm`).
+void checkDeviceLinear(OpDevice& device, Precision precision, const std::string& spec, int64_t dIn, int64_t dOut,
+                       int64_t rows);
 // `steps` AdamW steps on three parameters (one spans several chunks), gradients in
 // `gradPrecision`, against rt::AdamW: parameters, moments and the norm after every step.
 void checkAdamW(OpDevice& device, Precision gradPrecision, double clipNorm, int steps);
