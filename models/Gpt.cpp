@@ -167,6 +167,19 @@ rt::Var Gpt::loss(rt::Tape& tape, const std::vector<int32_t>& tokens,
 
 int64_t Gpt::parameterCount() const { return models::parameterCount(params_); }
 
+const rt::StructuredLinear& Gpt::linear(const std::string& name) const {
+  if (name == "head") return head_;
+  for (std::size_t i = 0; i < blocks_.size(); ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".";
+    const Block& b = blocks_[i];
+    for (const auto& [suffix, layer] : {std::pair{"attn.q", &b.q}, std::pair{"attn.k", &b.k}, std::pair{"attn.v", &b.v},
+                                        std::pair{"attn.proj", &b.proj}, std::pair{"mlp.fc", &b.fc},
+                                        std::pair{"mlp.proj", &b.fcProj}})
+      if (name == p + suffix) return *layer;
+  }
+  throw UserError("GPT: no linear layer named '" + name + "'");
+}
+
 int64_t Gpt::macsPerExample() const {
   const GptConfig& c = config_;
   int64_t perToken = head_.macsPerRow();

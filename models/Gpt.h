@@ -64,6 +64,9 @@ class Gpt {
   // Every parameter, named as in the contract, with its muP LR multiplier and decay flag.
   const std::vector<rt::ParameterInfo>& parameters() const { return params_; }
   int64_t parameterCount() const;
+  // The linear layer named "blocks.<i>.attn.q" (k, v, proj), "blocks.<i>.mlp.fc" (proj) or
+  // "head"; UserError for other names.
+  const rt::StructuredLinear& linear(const std::string& name) const;
 
   // Forward MACs of one example, a sequence of `context` tokens: every linear layer (head
   // included) per token, plus attention's q.k and p.v products over the causal triangle

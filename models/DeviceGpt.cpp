@@ -1,0 +1,243 @@
+#include "models/DeviceGpt.h"
+
+#include <cmath>
+#include <map>
+#include <string>
+
+#include "compiler/kernel/KernelProgram.h"
+#include "einjit/error.h"
+
+namespace einjit::models {
+
+using cuda::DeviceTensor;
+
+// A linear layer: its kernels and the parameters its kernels take, as indices into params_.
+struct DeviceGpt::Linear {
+  cuda::DeviceLinear kernels;
+  std::vector<int> weights;
+
+  std::vector<DeviceTensor> values(const std::vector<DeviceTensor>& params) const {
+    std::vector<DeviceTensor> out;
+    for (int index : weights) out.push_back(params[index]);
+    return out;
+  }
+};
+
+struct DeviceGpt::Block {
+  int ln1Gamma, ln1Beta, ln2Gamma, ln2Beta;
+  int qLnGamma = -1, qLnBeta = -1, kLnGamma = -1, kLnBeta = -1;
+  std::unique_ptr<Linear> q, k, v, proj, fc, fcProj;
+};
+
+// What the backward pass reads, per block and at the top.
+struct DeviceGpt::Activations {
+  struct Block {
+    DeviceTensor xIn;             // the block's input
+    cuda::LayerNormForward ln1;   // ln1.y: the q, k, v layers' input
+    DeviceTensor qRaw, kRaw;      // before QK-LayerNorm
+    cuda::LayerNormForward qLn, kLn;
+    DeviceTensor q, k, v;         // attention's inputs
+    cuda::AttentionForward attention;
+    DeviceTensor xMid;            // after the attention residual
+    cuda::LayerNormForward ln2;
+    DeviceTensor fcOut, geluOut;
+  };
+  int64_t batch = 0, seq = 0;
+  std::unique_ptr<cuda::DeviceIds> tokens, positions, targets;
+  std::vector<Block> blocks;
+  DeviceTensor xFinal;
+  cuda::LayerNormForward lnF;
+  DeviceTensor logits;
+  cuda::CrossEntropyForward crossEntropy;
+};
+
+DeviceGpt::DeviceGpt(const Gpt& model, cuda::OpDevice& device)
+    : config_(model.config()), device_(&device), info_(model.parameters()) {
+  std::map<std::string, int> byName;
+  for (std::size_t i = 0; i < info_.size(); ++i) {
+    byName[info_[i].var->name] = static_cast<int>(i);
+    params_.push_back(DeviceTensor::upload(device, info_[i].var->value, cuda::Precision::F32));
+  }
+  grads_.resize(params_.size());
+  auto index = [&](const std::string& name) {
+    auto found = byName.find(name);
+    if (found == byName.end()) throw UserError("device GPT: the model has no parameter '" + name + "'");
+    return found->second;
+  };
+  auto linear = [&](const std::string& name) {
+    const rt::StructuredLinear& layer = model.linear(name);
+    auto made = std::make_unique<Linear>(
+        Linear{cuda::DeviceLinear(device, layer.program(), cuda::Precision::F32), {}});
+    for (const KernelParameterInput& input : kernelParameterInputs(layer.program())) {
+      if (input.weightNormOp >= 0)
+        throw UserError("device GPT: layer '" + name + "' (" + layer.program().spec +
+                        ") normalises its weights (norm), which GPU training does not support yet; "
+                        "drop 'norm' from the structure or train on the CPU");
+      made->weights.push_back(index(layer.parameters()[input.param].var->name));
+    }
+    return made;
+  };
+  wte_ = index("wte");
+  wpe_ = index("wpe");
+  for (int64_t i = 0; i < config_.nLayer; ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".";
+    Block b{index(p + "ln1.gamma"), index(p + "ln1.beta"), index(p + "ln2.gamma"), index(p + "ln2.beta")};
+    if (config_.qkLayerNorm) {
+      b.qLnGamma = index(p + "attn.q_ln.gamma");
+      b.qLnBeta = index(p + "attn.q_ln.beta");
+      b.kLnGamma = index(p + "attn.k_ln.gamma");
+      b.kLnBeta = index(p + "attn.k_ln.beta");
+    }
+    b.q = linear(p + "attn.q");
+    b.k = linear(p + "attn.k");
+    b.v = linear(p + "attn.v");
+    b.proj = linear(p + "attn.proj");
+    b.fc = linear(p + "mlp.fc");
+    b.fcProj = linear(p + "mlp.proj");
+    blocks_.push_back(std::move(b));
+  }
+  lnFGamma_ = index("ln_f.gamma");
+  lnFBeta_ = index("ln_f.beta");
+  head_ = linear("head");
+}
+
+DeviceGpt::~DeviceGpt() = default;
+
+std::vector<cuda::DeviceAdamW::Parameter> DeviceGpt::optimizerParameters() const {
+  std::vector<cuda::DeviceAdamW::Parameter> out;
+  for (std::size_t i = 0; i < params_.size(); ++i)
+    out.push_back({params_[i], info_[i].lrMultiplier, info_[i].weightDecay});
+  return out;
+}
+
+void DeviceGpt::copyParametersTo(const Gpt& model) const {
+  const std::vector<rt::ParameterInfo>& target = model.parameters();
+  if (target.size() != params_.size()) throw UserError("device GPT: the model to copy into is another model");
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    if (target[i].var->name != info_[i].var->name || target[i].var->value.shape() != params_[i].shape())
+      throw UserError("device GPT: the model to copy into is another model (parameter '" + target[i].var->name + "')");
+    target[i].var->value = params_[i].download(target[i].var->value.dtype());
+  }
+}
+
+DeviceTensor& DeviceGpt::grad(int index) { return grads_[static_cast<std::size_t>(index)]; }
+
+double DeviceGpt::loss(const std::vector<int32_t>& tokens, const std::vector<int32_t>& targets, int64_t batch,
+                       int64_t seq, bool withBackward) {
+  const GptConfig& c = config_;
+  if (batch < 1 || seq < 1 || seq > c.context)
+    throw UserError("GPT input: need batch >= 1 and 1 <= seq <= context (" + std::to_string(c.context) +
+                    "), got batch " + std::to_string(batch) + ", seq " + std::to_string(seq));
+  if (static_cast<int64_t>(tokens.size()) != batch * seq || targets.size() != tokens.size())
+    throw UserError("GPT input: " + std::to_string(tokens.size()) + " tokens and " + std::to_string(targets.size()) +
+                    " targets given for batch " + std::to_string(batch) + " x seq " + std::to_string(seq));
+  const int64_t rows = batch * seq, headDim = c.dModel / c.nHead;
+  std::vector<int32_t> positions(tokens.size());
+  for (std::size_t row = 0; row < positions.size(); ++row)
+    positions[row] = static_cast<int32_t>(static_cast<int64_t>(row) % seq);
+
+  Activations a;
+  a.batch = batch;
+  a.seq = seq;
+  a.tokens = std::make_unique<cuda::DeviceIds>(*device_, tokens, c.vocab, "embedding");
+  a.positions = std::make_unique<cuda::DeviceIds>(*device_, positions, c.context, "position embedding");
+  a.targets = std::make_unique<cuda::DeviceIds>(*device_, targets, c.vocab, "crossEntropy");
+  const std::vector<DeviceTensor>& P = params_;
+  // As in Gpt::logits: QK-LayerNorm's k *= 8/sqrt(headDim) is folded into the logit scale.
+  const double logitScale = c.qkLayerNorm ? 8.0 / static_cast<double>(headDim)
+                                          : 1.0 / std::sqrt(static_cast<double>(headDim));
+  const cuda::AttentionShape shape{batch, seq, c.nHead, logitScale};
+  auto perHead = [&](const DeviceTensor& t, int gamma, int beta) {
+    return cuda::layerNorm(t.reshaped({rows * c.nHead, headDim}), &P[gamma], &P[beta]);
+  };
+
+  DeviceTensor x = cuda::add(cuda::embedding(*a.tokens, P[wte_]), cuda::embedding(*a.positions, P[wpe_]));
+  for (const Block& b : blocks_) {
+    Activations::Block s;
+    s.xIn = x;
+    s.ln1 = cuda::layerNorm(x, &P[b.ln1Gamma], &P[b.ln1Beta]);
+    s.q = s.qRaw = b.q->kernels.forward(b.q->values(P), s.ln1.y);
+    s.k = s.kRaw = b.k->kernels.forward(b.k->values(P), s.ln1.y);
+    s.v = b.v->kernels.forward(b.v->values(P), s.ln1.y);
+    if (c.qkLayerNorm) {
+      s.qLn = perHead(s.qRaw, b.qLnGamma, b.qLnBeta);
+      s.kLn = perHead(s.kRaw, b.kLnGamma, b.kLnBeta);
+      s.q = s.qLn.y.reshaped({rows, c.dModel});
+      s.k = s.kLn.y.reshaped({rows, c.dModel});
+    }
+    s.attention = cuda::causalSelfAttention(s.q, s.k, s.v, shape);
+    DeviceTensor attnOut = b.proj->kernels.forward(b.proj->values(P), s.attention.out);
+    if (c.residualScale != 1.0) attnOut = cuda::scale(attnOut, c.residualScale);
+    x = cuda::add(x, attnOut);
+    s.xMid = x;
+    s.ln2 = cuda::layerNorm(x, &P[b.ln2Gamma], &P[b.ln2Beta]);
+    s.fcOut = b.fc->kernels.forward(b.fc->values(P), s.ln2.y);
+    s.geluOut = cuda::gelu(s.fcOut);
+    DeviceTensor mlpOut = b.fcProj->kernels.forward(b.fcProj->values(P), s.geluOut);
+    if (c.residualScale != 1.0) mlpOut = cuda::scale(mlpOut, c.residualScale);
+    x = cuda::add(x, mlpOut);
+    a.blocks.push_back(std::move(s));
+  }
+  a.xFinal = x;
+  a.lnF = cuda::layerNorm(x, &P[lnFGamma_], &P[lnFBeta_]);
+  a.logits = head_->kernels.forward(head_->values(P), a.lnF.y);
+  a.crossEntropy = cuda::crossEntropy(a.logits, *a.targets);
+  const double value = a.crossEntropy.loss.download(DType::F64).get(0);
+  if (withBackward) backward(a);
+  return value;
+}
+
+void DeviceGpt::backward(const Activations& a) {
+  const GptConfig& c = config_;
+  const int64_t rows = a.batch * a.seq, headDim = c.dModel / c.nHead;
+  const std::vector<DeviceTensor>& P = params_;
+  const double logitScale = c.qkLayerNorm ? 8.0 / static_cast<double>(headDim)
+                                          : 1.0 / std::sqrt(static_cast<double>(headDim));
+  const cuda::AttentionShape shape{a.batch, a.seq, c.nHead, logitScale};
+  for (DeviceTensor& g : grads_) g = DeviceTensor();
+  // A linear layer's backward: its weights' gradients stored, d(input) returned.
+  auto linearBackward = [&](const Linear& layer, const DeviceTensor& input, const DeviceTensor& dy) {
+    cuda::DeviceLinear::Gradients g = layer.kernels.backward(layer.values(P), input, dy);
+    for (std::size_t k = 0; k < layer.weights.size(); ++k) grad(layer.weights[k]) = std::move(g.dweights[k]);
+    return std::move(g.dx);
+  };
+  auto layerNormBackward = [&](const DeviceTensor& x, int gamma, int beta, const cuda::LayerNormForward& saved,
+                               const DeviceTensor& dy) {
+    cuda::LayerNormGradients g = cuda::layerNormBackward(x, &P[gamma], saved, dy, true);
+    grad(gamma) = std::move(g.dgamma);
+    grad(beta) = std::move(g.dbeta);
+    return std::move(g.dx);
+  };
+
+  const DeviceTensor dlogits = cuda::crossEntropyBackward(a.logits, *a.targets, a.crossEntropy, 1.0);
+  DeviceTensor dx = layerNormBackward(a.xFinal, lnFGamma_, lnFBeta_, a.lnF, linearBackward(*head_, a.lnF.y, dlogits));
+  for (std::size_t i = blocks_.size(); i-- > 0;) {
+    const Block& b = blocks_[i];
+    const Activations::Block& s = a.blocks[i];
+    // x = xMid + residualScale * fcProj(gelu(fc(ln2(xMid))))
+    const DeviceTensor dmlp = c.residualScale != 1.0 ? cuda::scale(dx, c.residualScale) : dx;
+    const DeviceTensor dgelu = linearBackward(*b.fcProj, s.geluOut, dmlp);
+    const DeviceTensor dfc = cuda::geluBackward(s.fcOut, dgelu);
+    const DeviceTensor dln2 = linearBackward(*b.fc, s.ln2.y, dfc);
+    dx = cuda::add(dx, layerNormBackward(s.xMid, b.ln2Gamma, b.ln2Beta, s.ln2, dln2));
+    // xMid = xIn + residualScale * proj(attention(q, k, v))
+    const DeviceTensor dattn = c.residualScale != 1.0 ? cuda::scale(dx, c.residualScale) : dx;
+    const DeviceTensor dout = linearBackward(*b.proj, s.attention.out, dattn);
+    cuda::AttentionGradients g = cuda::causalSelfAttentionBackward(s.q, s.k, s.v, s.attention, dout, shape);
+    DeviceTensor dq = std::move(g.dq), dk = std::move(g.dk);
+    if (c.qkLayerNorm) {
+      const Shape heads = {rows * c.nHead, headDim};
+      dq = layerNormBackward(s.qRaw.reshaped(heads), b.qLnGamma, b.qLnBeta, s.qLn, dq.reshaped(heads))
+               .reshaped({rows, c.dModel});
+      dk = layerNormBackward(s.kRaw.reshaped(heads), b.kLnGamma, b.kLnBeta, s.kLn, dk.reshaped(heads))
+               .reshaped({rows, c.dModel});
+    }
+    DeviceTensor dh = cuda::add(linearBackward(*b.q, s.ln1.y, dq), linearBackward(*b.k, s.ln1.y, dk));
+    dh = cuda::add(dh, linearBackward(*b.v, s.ln1.y, g.dv));
+    dx = cuda::add(dx, layerNormBackward(s.xIn, b.ln1Gamma, b.ln1Beta, s.ln1, dh));
+  }
+  grad(wte_) = cuda::embeddingBackward(*a.tokens, dx);
+  grad(wpe_) = cuda::embeddingBackward(*a.positions, dx);
+}
+
+}  // namespace einjit::models

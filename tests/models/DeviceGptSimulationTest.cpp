@@ -1,0 +1,157 @@
+// DeviceGpt (GPT-2 on an OpDevice) on the host simulation of the CUDA kernels, against Gpt on
+// the CPU tape: the loss and every parameter's gradient, then AdamW steps (DeviceAdamW against
+// rt::AdamW) and the parameters after each; dense and structured layers, QK-LayerNorm and the
+// residual scaling.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "einjit/error.h"
+#include "models/DeviceGpt.h"
+#include "runtime/optim/AdamW.h"
+#include "tests/runtime/cuda/HostOpDevice.h"
+
+namespace einjit::models {
+namespace {
+
+struct GptCase {
+  const char* structure;
+  LayerSelection layers;
+  bool qkLayerNorm;
+  double residualScale;
+};
+
+uint64_t nextRandom(uint64_t& state) {
+  state = state * 6364136223846793005ull + 1442695040888963407ull;
+  return state >> 11;
+}
+
+// A small GPT whose parameters are all moved off their init (the zeroed last cores would
+// otherwise leave most gradients zero).
+Gpt makeModel(const GptCase& c) {
+  GptConfig config;
+  config.vocab = 23;
+  config.context = 9;
+  config.nLayer = 2;
+  config.nHead = 2;
+  config.dModel = 16;
+  config.structure = c.structure;
+  config.layers = c.layers;
+  config.qkLayerNorm = c.qkLayerNorm;
+  config.residualScale = c.residualScale;
+  config.seed = 5;
+  Gpt model(config);
+  uint64_t state = 17;
+  for (const rt::ParameterInfo& p : model.parameters())
+    for (int64_t i = 0; i < p.var->value.numel(); ++i)
+      p.var->value.set(i, p.var->value.get(i) + 0.3 * (static_cast<double>(nextRandom(state) % 2001) / 1000.0 - 1.0));
+  return model;
+}
+
+std::vector<int32_t> randomTokens(int64_t count, int64_t vocab, uint64_t seed) {
+  std::vector<int32_t> out(static_cast<std::size_t>(count));
+  for (int32_t& t : out) t = static_cast<int32_t>(nextRandom(seed) % static_cast<uint64_t>(vocab));
+  return out;
+}
+
+// max |device - cpu| / max |cpu| (infinity for a shape mismatch or a non-finite value).
+double relativeError(const Tensor& device, const Tensor& cpu) {
+  if (device.shape() != cpu.shape()) return INFINITY;
+  double scale = 1e-30, error = 0;
+  for (int64_t i = 0; i < cpu.numel(); ++i) {
+    if (!std::isfinite(device.get(i))) return INFINITY;
+    scale = std::max(scale, std::abs(cpu.get(i)));
+    error = std::max(error, std::abs(device.get(i) - cpu.get(i)));
+  }
+  return error / scale;
+}
+
+// f32 on both sides, summed in other orders over chains of a dozen kernels.
+constexpr double kTolerance = 1e-4;
+
+// The bias of QK-LayerNorm's k adds q_i . beta to every logit of row i, which softmax cancels:
+// its gradient is zero up to rounding on both sides, and AdamW turns that noise into full
+// steps, so it is not compared.
+bool vanishingGradient(const std::string& name) { return name.find("k_ln.beta") != std::string::npos; }
+
+class DeviceGptSimulation : public ::testing::TestWithParam<GptCase> {};
+
+TEST_P(DeviceGptSimulation, LossGradientsAndAdamWStepsMatchTheCpuModel) {
+  const Gpt model = makeModel(GetParam());
+  const int64_t batch = 2, seq = 7;
+  DeviceGpt device(model, cuda::testing::hostOpDevice());
+  const rt::AdamWConfig adam{1e-2, 0.9, 0.95, 1e-8, 0.1, 1.0};
+  rt::AdamW cpuOptimizer(model.parameters(), adam);
+  cuda::DeviceAdamW deviceOptimizer(device.optimizerParameters(), adam);
+  std::vector<rt::Var> vars;
+  for (const rt::ParameterInfo& p : model.parameters()) vars.push_back(p.var);
+
+  for (int step = 0; step < 3; ++step) {
+    const std::vector<int32_t> tokens = randomTokens(batch * seq, 23, 100 + step);
+    const std::vector<int32_t> targets = randomTokens(batch * seq, 23, 200 + step);
+    rt::zeroGrad(vars);
+    rt::Tape tape;
+    const rt::Var loss = model.loss(tape, tokens, targets, batch, seq);
+    tape.backward(loss);
+    const double cpuLoss = loss->value.get(0);
+    const double deviceLoss = device.loss(tokens, targets, batch, seq, /*backward=*/true);
+    EXPECT_NEAR(deviceLoss, cpuLoss, kTolerance * std::abs(cpuLoss)) << "step " << step;
+    for (std::size_t i = 0; i < vars.size(); ++i) {
+      ASSERT_TRUE(device.gradients()[i].defined()) << vars[i]->name;
+      if (vanishingGradient(vars[i]->name)) continue;
+      EXPECT_LE(relativeError(device.gradients()[i].download(DType::F64), vars[i]->grad), kTolerance)
+          << "d " << vars[i]->name << ", step " << step;
+    }
+    const double cpuNorm = cpuOptimizer.step();
+    const double deviceNorm = deviceOptimizer.step(device.gradients());
+    EXPECT_NEAR(deviceNorm, cpuNorm, kTolerance * cpuNorm) << "step " << step;
+    for (std::size_t i = 0; i < vars.size(); ++i)
+      if (!vanishingGradient(vars[i]->name))
+        EXPECT_LE(relativeError(device.parameters()[i].download(DType::F64), vars[i]->value), kTolerance)
+            << vars[i]->name << " after step " << step;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Structures, DeviceGptSimulation,
+                         ::testing::Values(GptCase{"dense", LayerSelection::All, false, 1.0},
+                                           GptCase{"btt(rank=2)", LayerSelection::All, true, 0.7},
+                                           GptCase{"monarch(blocks=4)", LayerSelection::Ffn, false, 1.0}),
+                         [](const auto& info) { return std::to_string(info.index); });
+
+TEST(DeviceGptSimulationErrors, WeightNormalisedStructuresAreRefusedWithTheReason) {
+  GptConfig config;
+  config.vocab = 11;
+  config.context = 4;
+  config.nLayer = 1;
+  config.nHead = 2;
+  config.dModel = 16;
+  config.structure = "btt(rank=2, norm)";
+  const Gpt model(config);
+  try {
+    DeviceGpt device(model, cuda::testing::hostOpDevice());
+    FAIL() << "a norm structure must be refused";
+  } catch (const UserError& error) {
+    EXPECT_NE(std::string(error.what()).find("norm"), std::string::npos) << error.what();
+  }
+}
+
+TEST(DeviceGptSimulationErrors, BadBatchesAreRefused) {
+  GptConfig config;
+  config.vocab = 11;
+  config.context = 4;
+  config.nLayer = 1;
+  config.nHead = 2;
+  config.dModel = 16;
+  const Gpt model(config);
+  DeviceGpt device(model, cuda::testing::hostOpDevice());
+  EXPECT_THROW(device.loss({1, 2, 3, 4, 5}, {1, 2, 3, 4, 5}, 1, 5, false), UserError);  // seq > context
+  EXPECT_THROW(device.loss({1, 2, 3}, {1, 2}, 1, 3, false), UserError);
+  EXPECT_THROW(device.loss({1, 2, 30}, {1, 2, 3}, 1, 3, false), UserError);  // token out of range
+  EXPECT_GT(device.loss({1, 2, 3}, {2, 3, 4}, 1, 3, false), 0.0);
+}
+
+}  // namespace
+}  // namespace einjit::models
