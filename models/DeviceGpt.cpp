@@ -43,6 +43,7 @@ struct DeviceGpt::Activations {
     DeviceTensor fcOut, geluOut;
   };
   int64_t batch = 0, seq = 0;
+  std::vector<DeviceTensor> weights;  // the parameters in the compute precision
   std::unique_ptr<cuda::DeviceIds> tokens, positions, targets;
   std::vector<Block> blocks;
   DeviceTensor xFinal;
@@ -51,8 +52,10 @@ struct DeviceGpt::Activations {
   cuda::CrossEntropyForward crossEntropy;
 };
 
-DeviceGpt::DeviceGpt(const Gpt& model, cuda::OpDevice& device)
-    : config_(model.config()), device_(&device), info_(model.parameters()) {
+DeviceGpt::DeviceGpt(const Gpt& model, cuda::OpDevice& device, cuda::Precision compute)
+    : config_(model.config()), device_(&device), compute_(compute), info_(model.parameters()) {
+  if (compute != cuda::Precision::F32 && compute != cuda::Precision::BF16)
+    throw UserError(std::string("device GPT: computes in f32 or bf16, not ") + cuda::precisionName(compute));
   std::map<std::string, int> byName;
   for (std::size_t i = 0; i < info_.size(); ++i) {
     byName[info_[i].var->name] = static_cast<int>(i);
@@ -67,7 +70,7 @@ DeviceGpt::DeviceGpt(const Gpt& model, cuda::OpDevice& device)
   auto linear = [&](const std::string& name) {
     const rt::StructuredLinear& layer = model.linear(name);
     auto made = std::make_unique<Linear>(
-        Linear{cuda::DeviceLinear(device, layer.program(), cuda::Precision::F32), {}});
+        Linear{cuda::DeviceLinear(device, layer.program(), compute), {}});
     for (const KernelParameterInput& input : kernelParameterInputs(layer.program())) {
       if (input.weightNormOp >= 0)
         throw UserError("device GPT: layer '" + name + "' (" + layer.program().spec +
@@ -142,7 +145,8 @@ double DeviceGpt::loss(const std::vector<int32_t>& tokens, const std::vector<int
   a.tokens = std::make_unique<cuda::DeviceIds>(*device_, tokens, c.vocab, "embedding");
   a.positions = std::make_unique<cuda::DeviceIds>(*device_, positions, c.context, "position embedding");
   a.targets = std::make_unique<cuda::DeviceIds>(*device_, targets, c.vocab, "crossEntropy");
-  const std::vector<DeviceTensor>& P = params_;
+  for (const DeviceTensor& param : params_) a.weights.push_back(cuda::convert(param, compute_));
+  const std::vector<DeviceTensor>& P = a.weights;
   // As in Gpt::logits: QK-LayerNorm's k *= 8/sqrt(headDim) is folded into the logit scale.
   const double logitScale = c.qkLayerNorm ? 8.0 / static_cast<double>(headDim)
                                           : 1.0 / std::sqrt(static_cast<double>(headDim));
@@ -190,7 +194,7 @@ double DeviceGpt::loss(const std::vector<int32_t>& tokens, const std::vector<int
 void DeviceGpt::backward(const Activations& a) {
   const GptConfig& c = config_;
   const int64_t rows = a.batch * a.seq, headDim = c.dModel / c.nHead;
-  const std::vector<DeviceTensor>& P = params_;
+  const std::vector<DeviceTensor>& P = a.weights;
   const double logitScale = c.qkLayerNorm ? 8.0 / static_cast<double>(headDim)
                                           : 1.0 / std::sqrt(static_cast<double>(headDim));
   const cuda::AttentionShape shape{a.batch, a.seq, c.nHead, logitScale};

@@ -4,8 +4,11 @@
 // reverse), on the op kernels of runtime/cuda and every linear layer's compiled kernels
 // (cuda::DeviceLinear). The function and its gradients are Gpt's.
 //
-// Storage is f32 (bf16 autocast is not there yet); structures with weight normalisation
-// (`norm`) are refused with a UserError for now.
+// Parameters and AdamW's moments are f32. With bf16 autocast (compute = BF16) each step
+// computes on bf16 copies of the parameters: activations and gradients are bf16, every kernel
+// accumulates in fp32, the loss and the softmax / LayerNorm statistics stay f32, and AdamW
+// updates the f32 master weights from the bf16 gradients. Structures with weight
+// normalisation (`norm`) are refused with a UserError for now.
 #pragma once
 
 #include <cstdint>
@@ -20,8 +23,9 @@ namespace einjit::models {
 
 class DeviceGpt {
  public:
-  // Copies `model`'s parameters to `device` and loads every linear layer's kernels there.
-  DeviceGpt(const Gpt& model, cuda::OpDevice& device);
+  // Copies `model`'s parameters to `device` and loads every linear layer's kernels there, for
+  // `compute` storage (f32, or bf16 autocast).
+  DeviceGpt(const Gpt& model, cuda::OpDevice& device, cuda::Precision compute = cuda::Precision::F32);
   ~DeviceGpt();
 
   // Mean next-token cross-entropy of a batch (tokens and targets batch-major, as Gpt::loss);
@@ -29,7 +33,9 @@ class DeviceGpt {
   double loss(const std::vector<int32_t>& tokens, const std::vector<int32_t>& targets, int64_t batch,
               int64_t seq, bool backward);
 
-  // In Gpt::parameters() order.
+  cuda::Precision computePrecision() const { return compute_; }
+  // In Gpt::parameters() order: the f32 master weights, and the gradients of the last backward
+  // pass in the compute precision.
   std::vector<cuda::DeviceTensor>& parameters() { return params_; }
   const std::vector<cuda::DeviceTensor>& gradients() const { return grads_; }
   // AdamW's groups (lr multiplier, decay) over parameters(), as Gpt::parameters() says.
@@ -47,6 +53,7 @@ class DeviceGpt {
 
   GptConfig config_;
   cuda::OpDevice* device_;
+  cuda::Precision compute_;
   std::vector<cuda::DeviceTensor> params_, grads_;
   std::vector<rt::ParameterInfo> info_;
   int wte_ = -1, wpe_ = -1;
