@@ -24,7 +24,7 @@ struct DeviceGpt::Linear {
 };
 
 struct DeviceGpt::Block {
-  int ln1Gamma, ln1Beta, ln2Gamma, ln2Beta;
+  int ln1Gamma = -1, ln1Beta = -1, ln2Gamma = -1, ln2Beta = -1;
   int qLnGamma = -1, qLnBeta = -1, kLnGamma = -1, kLnBeta = -1;
   std::unique_ptr<Linear> q, k, v, proj, fc, fcProj;
 };
@@ -43,6 +43,7 @@ struct DeviceGpt::Activations {
     DeviceTensor fcOut, geluOut;
   };
   int64_t batch = 0, seq = 0;
+  cuda::AttentionShape attentionShape;
   std::vector<DeviceTensor> weights;  // the parameters in the compute precision
   std::unique_ptr<cuda::DeviceIds> tokens, positions, targets;
   std::vector<Block> blocks;
@@ -84,7 +85,11 @@ DeviceGpt::DeviceGpt(const Gpt& model, cuda::OpDevice& device, cuda::Precision c
   wpe_ = index("wpe");
   for (int64_t i = 0; i < config_.nLayer; ++i) {
     const std::string p = "blocks." + std::to_string(i) + ".";
-    Block b{index(p + "ln1.gamma"), index(p + "ln1.beta"), index(p + "ln2.gamma"), index(p + "ln2.beta")};
+    Block b;
+    b.ln1Gamma = index(p + "ln1.gamma");
+    b.ln1Beta = index(p + "ln1.beta");
+    b.ln2Gamma = index(p + "ln2.gamma");
+    b.ln2Beta = index(p + "ln2.beta");
     if (config_.qkLayerNorm) {
       b.qLnGamma = index(p + "attn.q_ln.gamma");
       b.qLnBeta = index(p + "attn.q_ln.beta");
@@ -150,7 +155,7 @@ double DeviceGpt::loss(const std::vector<int32_t>& tokens, const std::vector<int
   // As in Gpt::logits: QK-LayerNorm's k *= 8/sqrt(headDim) is folded into the logit scale.
   const double logitScale = c.qkLayerNorm ? 8.0 / static_cast<double>(headDim)
                                           : 1.0 / std::sqrt(static_cast<double>(headDim));
-  const cuda::AttentionShape shape{batch, seq, c.nHead, logitScale};
+  a.attentionShape = cuda::AttentionShape{batch, seq, c.nHead, logitScale};
   auto perHead = [&](const DeviceTensor& t, int gamma, int beta) {
     return cuda::layerNorm(t.reshaped({rows * c.nHead, headDim}), &P[gamma], &P[beta]);
   };
@@ -169,7 +174,7 @@ double DeviceGpt::loss(const std::vector<int32_t>& tokens, const std::vector<int
       s.q = s.qLn.y.reshaped({rows, c.dModel});
       s.k = s.kLn.y.reshaped({rows, c.dModel});
     }
-    s.attention = cuda::causalSelfAttention(s.q, s.k, s.v, shape);
+    s.attention = cuda::causalSelfAttention(s.q, s.k, s.v, a.attentionShape);
     DeviceTensor attnOut = b.proj->kernels.forward(b.proj->values(P), s.attention.out);
     if (c.residualScale != 1.0) attnOut = cuda::scale(attnOut, c.residualScale);
     x = cuda::add(x, attnOut);
@@ -195,9 +200,6 @@ void DeviceGpt::backward(const Activations& a) {
   const GptConfig& c = config_;
   const int64_t rows = a.batch * a.seq, headDim = c.dModel / c.nHead;
   const std::vector<DeviceTensor>& P = a.weights;
-  const double logitScale = c.qkLayerNorm ? 8.0 / static_cast<double>(headDim)
-                                          : 1.0 / std::sqrt(static_cast<double>(headDim));
-  const cuda::AttentionShape shape{a.batch, a.seq, c.nHead, logitScale};
   for (DeviceTensor& g : grads_) g = DeviceTensor();
   // A linear layer's backward: its weights' gradients stored, d(input) returned.
   auto linearBackward = [&](const Linear& layer, const DeviceTensor& input, const DeviceTensor& dy) {
@@ -227,7 +229,7 @@ void DeviceGpt::backward(const Activations& a) {
     // xMid = xIn + residualScale * proj(attention(q, k, v))
     const DeviceTensor dattn = c.residualScale != 1.0 ? cuda::scale(dx, c.residualScale) : dx;
     const DeviceTensor dout = linearBackward(*b.proj, s.attention.out, dattn);
-    cuda::AttentionGradients g = cuda::causalSelfAttentionBackward(s.q, s.k, s.v, s.attention, dout, shape);
+    cuda::AttentionGradients g = cuda::causalSelfAttentionBackward(s.q, s.k, s.v, s.attention, dout, a.attentionShape);
     DeviceTensor dq = std::move(g.dq), dk = std::move(g.dk);
     if (c.qkLayerNorm) {
       const Shape heads = {rows * c.nHead, headDim};

@@ -31,8 +31,10 @@ DeviceLinear::DeviceLinear(OpDevice& device, const ir::LayerProgram& layer, Prec
     : device_(&device), layer_(layer), precision_(precision) {
   if (precision != Precision::F32 && precision != Precision::BF16)
     throw UserError(std::string("device layers store f32 or bf16, not ") + precisionName(precision));
-  for (const KernelParameterInput& input : kernelParameterInputs(layer_))
+  for (const KernelParameterInput& input : kernelParameterInputs(layer_)) {
     weightShapes_.push_back(layer_.params[input.param].shape);
+    weightNames_.push_back(layer_.params[input.param].name);
+  }
   forward_ = device.loadProgram(forwardKernel(layer_, DType::F32), precision);
   backward_ = device.loadProgram(backwardKernel(layer_, DType::F32), precision);
 }
@@ -57,8 +59,7 @@ void DeviceLinear::checkOperands(const char* pass, const std::vector<DeviceTenso
     throw UserError(where + ": x must be a 2-D device tensor (rows, " + std::to_string(layer_.dIn) + ")");
   check(x, "x", {x.shape()[0], layer_.dIn});
   for (std::size_t k = 0; k < weights.size(); ++k)
-    check(weights[k], "weight " + std::to_string(k) + " (" + layer_.params[kernelParameterInputs(layer_)[k].param].name + ")",
-          weightShapes_[k]);
+    check(weights[k], "weight " + std::to_string(k) + " (" + weightNames_[k] + ")", weightShapes_[k]);
 }
 
 DeviceTensor DeviceLinear::forward(const std::vector<DeviceTensor>& weights, const DeviceTensor& x) const {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "frontend/structures/LayerIR.h"
@@ -45,6 +46,7 @@ class DeviceLinear {
   ir::LayerProgram layer_;
   Precision precision_;
   std::vector<Shape> weightShapes_;
+  std::vector<std::string> weightNames_;  // the IR parameters they come from, for messages
   std::shared_ptr<DeviceProgram> forward_, backward_;
 };
 

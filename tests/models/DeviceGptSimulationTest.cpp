@@ -113,6 +113,9 @@ TEST_P(DeviceGptSimulation, LossGradientsAndAdamWStepsMatchTheCpuModel) {
         EXPECT_LE(relativeError(device.parameters()[i].download(DType::F64), vars[i]->value), kTolerance)
             << vars[i]->name << " after step " << step;
   }
+  device.copyParametersTo(model);
+  for (std::size_t i = 0; i < vars.size(); ++i)
+    EXPECT_EQ(relativeError(device.parameters()[i].download(DType::F64), vars[i]->value), 0.0) << vars[i]->name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Structures, DeviceGptSimulation,
