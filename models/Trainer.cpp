@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "einjit/error.h"
+#include "models/DeviceGpt.h"
 #include "models/Gpt.h"
 #include "models/MlpClassifier.h"
 #include "models/ResidualMlp.h"
@@ -19,6 +20,8 @@
 #include "models/data/ImageDataset.h"
 #include "models/data/TeacherTask.h"
 #include "models/data/TextDataset.h"
+#include "compiler/cuda/CudaDriver.h"
+#include "runtime/cuda/OpDevice.h"
 #include "runtime/io/Npy.h"
 #include "runtime/ops/Ops.h"
 
@@ -38,6 +41,18 @@ std::string dataPath(const TrainConfig& c, const std::string& fallback, const st
     throw UserError("no --data given and the default data file '" + fallback + "' does not exist: " + how +
                     ", or pass --data FILE");
   return fallback;
+}
+
+// The GPU, or UserError with the driver's reason, worded for `train`.
+cuda::OpDevice& trainingGpu() {
+  if (!cuda::cudaAvailable()) {
+    std::string reason = cuda::cudaUnavailableReason();
+    const std::string hint = "; use --target cpu";
+    if (reason.size() >= hint.size() && reason.compare(reason.size() - hint.size(), hint.size(), hint) == 0)
+      reason.resize(reason.size() - hint.size());
+    throw UserError("--device cuda: " + reason + "; train with --device cpu");
+  }
+  return cuda::gpuOpDevice();
 }
 
 class GptTask : public TrainTask {
@@ -67,6 +82,12 @@ class GptTask : public TrainTask {
       sum += model_.loss(tape, b.inputs, b.targets, config_.batch, config_.context)->value.get(0);
     }
     return sum / static_cast<double>(config_.evalBatches);
+  }
+
+  const Gpt* gpt() const override { return &model_; }
+  data::TokenBatch tokenBatch(bool train, int64_t index) const override {
+    return data_.batch(train ? data::Split::Train : data::Split::Validation, config_.batch,
+                       static_cast<uint64_t>(index));
   }
 
  private:
@@ -178,6 +199,16 @@ std::unique_ptr<TrainTask> makeTrainTask(const TrainConfig& config) {
   throw UserError("unknown model '" + config.model + "': expected gpt2, mlp or teacher");
 }
 
+data::TokenBatch TrainTask::tokenBatch(bool, int64_t) const {
+  throw UserError("this task has no token batches (it trains on the CPU only)");
+}
+
+struct Trainer::DeviceTraining {
+  cuda::OpDevice& device;
+  std::unique_ptr<DeviceGpt> model;
+  std::unique_ptr<cuda::DeviceAdamW> optimizer;
+};
+
 void requestStop() { stopFlag.store(true); }
 bool stopRequested() { return stopFlag.load(); }
 void clearStopRequest() { stopFlag.store(false); }
@@ -197,7 +228,8 @@ TrainConfig resumedConfig(const Checkpoint& checkpoint, const std::string& check
   return config;
 }
 
-Trainer::Trainer(TrainConfig config, const Checkpoint* resumeFrom) : config_(std::move(config)) {
+Trainer::Trainer(TrainConfig config, const Checkpoint* resumeFrom, cuda::OpDevice* device)
+    : config_(std::move(config)) {
   validateTrainConfig(config_);
   if (!resumeFrom && fs::exists(checkpointPath()))
     throw UserError("'" + checkpointPath() + "' already exists: pass --resume to continue that run, or choose another --out");
@@ -229,6 +261,34 @@ Trainer::Trainer(TrainConfig config, const Checkpoint* resumeFrom) : config_(std
     optimizer_->setStepCount(step_);
     secondsBefore_ = resumeFrom->seconds;
   }
+
+  if (config_.device == "cuda") {
+    const Gpt* gpt = task_->gpt();
+    if (gpt == nullptr) throw UserError("--device cuda trains the gpt2 model only so far");
+    cuda::OpDevice& target = device ? *device : trainingGpu();
+    const cuda::Precision precision = config_.precision == "bf16" ? cuda::Precision::BF16 : cuda::Precision::F32;
+    auto model = std::make_unique<DeviceGpt>(*gpt, target, precision);
+    auto optimizer = std::make_unique<cuda::DeviceAdamW>(
+        model->optimizerParameters(),
+        rt::AdamWConfig{config_.lr, config_.beta1, config_.beta2, 1e-8, config_.weightDecay, config_.clip});
+    // A resumed run's moments and step, as loaded into the host optimiser above.
+    if (resumeFrom) optimizer->restore(optimizer_->firstMoments(), optimizer_->secondMoments(), step_);
+    device_ = std::make_unique<DeviceTraining>(DeviceTraining{target, std::move(model), std::move(optimizer)});
+  }
+}
+
+std::string Trainer::deviceDescription() const {
+  if (!device_) return "cpu";
+  return device_->device.name() + (config_.precision == "bf16" ? ", bf16 autocast" : ", f32");
+}
+
+double Trainer::deviceEvalLoss() {
+  double sum = 0;
+  for (int64_t i = 0; i < config_.evalBatches; ++i) {
+    const data::TokenBatch b = task_->tokenBatch(false, i);
+    sum += device_->model->loss(b.inputs, b.targets, config_.batch, config_.context, /*backward=*/false);
+  }
+  return sum / static_cast<double>(config_.evalBatches);
 }
 
 Trainer::~Trainer() = default;
@@ -237,6 +297,15 @@ std::string Trainer::checkpointPath() const { return (fs::path(config_.out) / "c
 std::string Trainer::metricsPath() const { return (fs::path(config_.out) / "metrics.jsonl").string(); }
 
 void Trainer::saveCheckpoint() const {
+  // On a device, the host model and optimiser are the checkpoint's staging copies: refreshed
+  // from the device here, used for nothing else.
+  if (device_) {
+    device_->model->copyParametersTo(*task_->gpt());
+    for (std::size_t i = 0; i < device_->optimizer->firstMoments().size(); ++i) {
+      optimizer_->firstMoments()[i] = device_->optimizer->firstMoments()[i].download(DType::F32);
+      optimizer_->secondMoments()[i] = device_->optimizer->secondMoments()[i].download(DType::F32);
+    }
+  }
   Checkpoint checkpoint;
   checkpoint.configJson = trainConfigToJson(config_);
   checkpoint.step = step_;
@@ -279,15 +348,26 @@ TrainOutcome Trainer::run(std::ostream& console, int64_t stopAtStep) {
       break;
     }
     const Clock::time_point stepStart = Clock::now();
-    rt::zeroGrad(vars);
-    rt::Var loss = task_->trainLoss(tape, step_);
-    const double lossValue = loss->value.get(0);
-    if (!std::isfinite(lossValue))
-      throw UserError("training diverged: the loss at step " + std::to_string(step_ + 1) + " is " +
-                      std::to_string(lossValue) + "; try a lower --lr (the last checkpoint is kept)");
-    tape.backward(loss);
     const double lrFactor = schedule_.factor(step_);
-    optimizer_->step(lrFactor);
+    auto checkFinite = [&](double lossValue) {
+      if (!std::isfinite(lossValue))
+        throw UserError("training diverged: the loss at step " + std::to_string(step_ + 1) + " is " +
+                        std::to_string(lossValue) + "; try a lower --lr (the last checkpoint is kept)");
+    };
+    double lossValue = 0;
+    if (device_) {
+      const data::TokenBatch b = task_->tokenBatch(true, step_);
+      lossValue = device_->model->loss(b.inputs, b.targets, config_.batch, config_.context, /*backward=*/true);
+      checkFinite(lossValue);
+      device_->optimizer->step(device_->model->gradients(), lrFactor);
+    } else {
+      rt::zeroGrad(vars);
+      rt::Var loss = task_->trainLoss(tape, step_);
+      lossValue = loss->value.get(0);
+      checkFinite(lossValue);
+      tape.backward(loss);
+      optimizer_->step(lrFactor);
+    }
     ++step_;
     ++stepsThisRun;
     losses_.push_back(lossValue);
@@ -300,7 +380,7 @@ TrainOutcome Trainer::run(std::ostream& console, int64_t stopAtStep) {
     const bool last = step_ == config_.steps;
     const bool evaluate = config_.evalEvery > 0 && (step_ % config_.evalEvery == 0 || last);
     double evalLoss = -1;
-    if (evaluate) evalLoss = outcome.lastEvalLoss = task_->evalLoss();
+    if (evaluate) evalLoss = outcome.lastEvalLoss = device_ ? deviceEvalLoss() : task_->evalLoss();
     secondsThisRun_ = std::chrono::duration<double>(Clock::now() - start).count();
 
     if (step_ % config_.logEvery == 0 || evaluate || last) {

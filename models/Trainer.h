@@ -8,7 +8,11 @@
 //
 // Reproducibility: batch `step` is a function of (seed, step), evaluation uses fixed batches and
 // changes no state, and every op is deterministic, so a run resumed from a checkpoint takes
-// exactly the steps (losses, parameters) of an uninterrupted one.
+// exactly the steps (losses, parameters) of an uninterrupted one, on the device it ran on.
+//
+// device = cuda (gpt2): the steps run on the GPU (models/DeviceGpt.h: parameters, gradients and
+// AdamW's moments live there, f32 or bf16 autocast); checkpoints copy them back to the host, so
+// the checkpoint format is the same.
 #pragma once
 
 #include <cstdint>
@@ -20,7 +24,12 @@
 #include "models/Checkpoint.h"
 #include "models/Gpt.h"
 #include "models/TrainConfig.h"
+#include "models/data/TextDataset.h"
 #include "runtime/optim/AdamW.h"
+
+namespace einjit::cuda {
+class OpDevice;
+}
 
 namespace einjit::models {
 
@@ -35,6 +44,11 @@ class TrainTask {
   virtual rt::Var trainLoss(rt::Tape& tape, int64_t step) = 0;
   // Mean loss over the fixed evaluation batches (nothing recorded, no state changed).
   virtual double evalLoss() = 0;
+
+  // For training on a device: the GPT this task trains (null: the task trains on the CPU only)
+  // and its token batches, of training step `index` or of evaluation batch `index`.
+  virtual const Gpt* gpt() const { return nullptr; }
+  virtual data::TokenBatch tokenBatch(bool train, int64_t index) const;
 };
 
 // The char-level GPT (vocab 96) of a gpt2 TrainConfig.
@@ -61,8 +75,9 @@ class Trainer {
  public:
   // A fresh run (`resumeFrom` null) or one that continues a checkpoint, whose parameters, AdamW
   // moments and step it restores; `config` must then agree with the checkpoint's model keys
-  // (UserError naming the first that differs).
-  explicit Trainer(TrainConfig config, const Checkpoint* resumeFrom = nullptr);
+  // (UserError naming the first that differs). With device = cuda the steps run on `device`, by
+  // default the GPU (UserError saying why when there is none).
+  explicit Trainer(TrainConfig config, const Checkpoint* resumeFrom = nullptr, cuda::OpDevice* device = nullptr);
   ~Trainer();
 
   // Trains until config.steps, requestStop() or `stopAtStep` (>= 0) steps in total, writing a
@@ -74,6 +89,8 @@ class Trainer {
 
   const TrainConfig& config() const { return config_; }
   const TrainTask& task() const { return *task_; }
+  // "cpu", or the device's name and precision ("NVIDIA H100 80GB HBM3, bf16 autocast").
+  std::string deviceDescription() const;
   int64_t step() const { return step_; }
   // The training loss of every step this Trainer ran, in order.
   const std::vector<double>& losses() const { return losses_; }
@@ -82,6 +99,10 @@ class Trainer {
   std::string metricsPath() const;
 
  private:
+  struct DeviceTraining;  // the device model and optimiser (Trainer.cpp)
+
+  double deviceEvalLoss();
+
   TrainConfig config_;
   std::unique_ptr<TrainTask> task_;
   std::unique_ptr<rt::AdamW> optimizer_;
@@ -90,6 +111,7 @@ class Trainer {
   double secondsBefore_ = 0;  // training time of the earlier runs a checkpoint recorded
   double secondsThisRun_ = 0;
   std::vector<double> losses_;
+  std::unique_ptr<DeviceTraining> device_;
 };
 
 // The configuration of a resumed run: the checkpoint's, with the keys the user gave explicitly

@@ -47,6 +47,7 @@ void runTrain(const TrainOptions& o) {
             << ": " << models::parameterCount(trainer->task().parameters()) << " parameters, "
             << trainer->task().macsPerExample() << " MACs per example; " << c.steps << " steps of batch "
             << c.batch << "; output in " << c.out << std::endl;
+  if (c.device != "cpu") std::cout << "training on " << trainer->deviceDescription() << std::endl;
 
   InterruptGuard guard;
   const models::TrainOutcome outcome = trainer->run(std::cout);

@@ -600,6 +600,26 @@ DeviceAdamW::DeviceAdamW(std::vector<Parameter> parameters, rt::AdamWConfig conf
   }
 }
 
+void DeviceAdamW::restore(const std::vector<Tensor>& firstMoments, const std::vector<Tensor>& secondMoments,
+                          int64_t steps) {
+  if (firstMoments.size() != parameters_.size() || secondMoments.size() != parameters_.size())
+    throw UserError("DeviceAdamW: " + std::to_string(firstMoments.size()) + " and " +
+                    std::to_string(secondMoments.size()) + " moments given for " + std::to_string(parameters_.size()) +
+                    " parameters");
+  if (steps < 0) throw UserError("DeviceAdamW: the step count must be >= 0, got " + std::to_string(steps));
+  for (std::size_t i = 0; i < parameters_.size(); ++i) {
+    const Shape& shape = parameters_[i].value.shape();
+    if (firstMoments[i].shape() != shape || secondMoments[i].shape() != shape)
+      throw UserError("DeviceAdamW: the moments of parameter " + std::to_string(i) + " do not have its shape " +
+                      shapeToString(shape));
+  }
+  for (std::size_t i = 0; i < parameters_.size(); ++i) {
+    m_[i] = DeviceTensor::upload(parameters_[i].value.device(), firstMoments[i], Precision::F32);
+    v_[i] = DeviceTensor::upload(parameters_[i].value.device(), secondMoments[i], Precision::F32);
+  }
+  steps_ = steps;
+}
+
 double DeviceAdamW::step(const std::vector<DeviceTensor>& grads, double lrFactor) {
   if (!std::isfinite(lrFactor) || lrFactor < 0)
     throw UserError("DeviceAdamW: lrFactor must be finite and >= 0, got " + std::to_string(lrFactor));

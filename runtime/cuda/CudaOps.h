@@ -150,6 +150,9 @@ class DeviceAdamW {
 
   int64_t stepCount() const { return steps_; }
   const std::vector<Parameter>& parameters() const { return parameters_; }
+  // Restores the state of a checkpoint: the moments (host tensors, one pair per parameter, of
+  // its shape) and the steps taken.
+  void restore(const std::vector<Tensor>& firstMoments, const std::vector<Tensor>& secondMoments, int64_t steps);
   const std::vector<DeviceTensor>& firstMoments() const { return m_; }
   const std::vector<DeviceTensor>& secondMoments() const { return v_; }
 

@@ -1,0 +1,154 @@
+// The training loop with device = cuda, on the host simulation of the CUDA kernels: the same
+// losses as the CPU loop, bit-identical resume from a checkpoint on the device, checkpoints that
+// hold the device's state, bf16 autocast, and the errors around the option.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <sstream>
+#include <string>
+
+#include "compiler/cuda/CudaDriver.h"
+#include "einjit/error.h"
+#include "models/Checkpoint.h"
+#include "models/Trainer.h"
+#include "tests/models/TestUtil.h"
+#include "tests/runtime/cuda/HostOpDevice.h"
+
+namespace einjit::models {
+namespace {
+
+using testing::ScratchDir;
+
+TrainConfig tinyGptConfig(const ScratchDir& dir, const std::string& out) {
+  testing::writeText(dir / "corpus.txt", testing::repetitiveCorpus());
+  TrainConfig c;
+  c.model = "gpt2";
+  c.data = dir / "corpus.txt";
+  c.nLayer = 1;
+  c.nHead = 2;
+  c.dModel = 16;
+  c.context = 8;
+  c.batch = 3;
+  c.structure = "btt(rank=2)";
+  c.lr = 1e-2;
+  c.warmup = 2;
+  c.schedule = "cosine";
+  c.steps = 6;
+  c.evalEvery = 3;
+  c.evalBatches = 2;
+  c.checkpointEvery = 0;
+  c.logEvery = 1;
+  c.out = dir / out;
+  return c;
+}
+
+TEST(DeviceTrainerSimulation, TakesTheStepsOfTheCpuLoop) {
+  ScratchDir dir;
+  TrainConfig cpu = tinyGptConfig(dir, "cpu");
+  TrainConfig device = tinyGptConfig(dir, "device");
+  device.device = "cuda";
+  Trainer cpuTrainer(cpu);
+  Trainer deviceTrainer(device, nullptr, &cuda::testing::hostOpDevice());
+  EXPECT_EQ(deviceTrainer.deviceDescription(), "host simulation, f32");
+  std::ostringstream cpuLog, deviceLog;
+  const TrainOutcome cpuOutcome = cpuTrainer.run(cpuLog);
+  const TrainOutcome deviceOutcome = deviceTrainer.run(deviceLog);
+  ASSERT_EQ(deviceTrainer.losses().size(), 6u);
+  for (std::size_t k = 0; k < 6; ++k)
+    EXPECT_NEAR(deviceTrainer.losses()[k], cpuTrainer.losses()[k], 1e-4 * cpuTrainer.losses()[k]) << "step " << k + 1;
+  EXPECT_NEAR(deviceOutcome.lastEvalLoss, cpuOutcome.lastEvalLoss, 1e-4 * cpuOutcome.lastEvalLoss);
+  EXPECT_NE(deviceLog.str().find("eval loss"), std::string::npos) << deviceLog.str();
+
+  // The checkpoint holds the device's parameters and moments: they match the CPU run's.
+  const Checkpoint a = readCheckpoint(cpuTrainer.checkpointPath());
+  const Checkpoint b = readCheckpoint(deviceTrainer.checkpointPath());
+  EXPECT_EQ(b.step, 6);
+  ASSERT_EQ(a.params.size(), b.params.size());
+  for (const auto& [name, expected] : a.params) {
+    const Tensor& actual = b.params.at(name);
+    ASSERT_EQ(actual.shape(), expected.shape()) << name;
+    double scale = 1e-30, error = 0;
+    for (int64_t i = 0; i < expected.numel(); ++i) {
+      scale = std::max(scale, std::abs(expected.get(i)));
+      error = std::max(error, std::abs(actual.get(i) - expected.get(i)));
+    }
+    // k_ln is absent (no QK-LayerNorm here); AdamW's normalised steps keep the difference small.
+    EXPECT_LE(error / scale, 1e-3) << name;
+    EXPECT_GT(b.secondMoments.at(name).numel(), 0) << name;
+  }
+}
+
+TEST(DeviceTrainerSimulation, ResumesBitIdenticallyOnTheDevice) {
+  ScratchDir dir;
+  TrainConfig whole = tinyGptConfig(dir, "whole");
+  whole.device = "cuda";
+  TrainConfig parts = tinyGptConfig(dir, "parts");
+  parts.device = "cuda";
+  cuda::OpDevice& device = cuda::testing::hostOpDevice();
+  std::ostringstream log;
+  Trainer straight(whole, nullptr, &device);
+  straight.run(log);
+  {
+    Trainer first(parts, nullptr, &device);
+    first.run(log, /*stopAtStep=*/4);
+  }
+  const std::string path = (std::filesystem::path(parts.out) / "checkpoint.npz").string();
+  const Checkpoint checkpoint = readCheckpoint(path);
+  ASSERT_EQ(checkpoint.step, 4);
+  Trainer second(parts, &checkpoint, &device);
+  second.run(log);
+  ASSERT_EQ(second.losses().size(), 2u);
+  EXPECT_EQ(second.losses()[0], straight.losses()[4]);
+  EXPECT_EQ(second.losses()[1], straight.losses()[5]);
+}
+
+TEST(DeviceTrainerSimulation, Bf16AutocastTracksTheCpuLoop) {
+  ScratchDir dir;
+  TrainConfig cpu = tinyGptConfig(dir, "cpu");
+  TrainConfig device = tinyGptConfig(dir, "device");
+  device.device = "cuda";
+  device.precision = "bf16";
+  Trainer cpuTrainer(cpu);
+  Trainer deviceTrainer(device, nullptr, &cuda::testing::hostOpDevice());
+  EXPECT_EQ(deviceTrainer.deviceDescription(), "host simulation, bf16 autocast");
+  std::ostringstream log;
+  cpuTrainer.run(log);
+  deviceTrainer.run(log);
+  for (std::size_t k = 0; k < 6; ++k)
+    EXPECT_NEAR(deviceTrainer.losses()[k], cpuTrainer.losses()[k], 3e-2 * cpuTrainer.losses()[k]) << "step " << k + 1;
+}
+
+TEST(DeviceTrainerErrors, TheOptionIsChecked) {
+  ScratchDir dir;
+  TrainConfig c = tinyGptConfig(dir, "run");
+  c.device = "tpu";
+  EXPECT_THROW(validateTrainConfig(c), UserError);
+  c.device = "cpu";
+  c.precision = "bf16";
+  EXPECT_THROW(validateTrainConfig(c), UserError);  // autocast needs the GPU
+  c.precision = "f16";
+  c.device = "cuda";
+  EXPECT_THROW(validateTrainConfig(c), UserError);
+  c.precision = "f32";
+  c.model = "mlp";
+  EXPECT_THROW(validateTrainConfig(c), UserError);  // the MLPs train on the CPU only so far
+}
+
+TEST(DeviceTrainerErrors, WithoutAGpuTheTrainerSaysWhy) {
+  if (cuda::cudaAvailable()) GTEST_SKIP() << "a GPU is present";
+  ScratchDir dir;
+  TrainConfig c = tinyGptConfig(dir, "run");
+  c.device = "cuda";
+  try {
+    Trainer trainer(c);
+    FAIL() << "a cuda trainer needs a GPU";
+  } catch (const UserError& error) {
+    const std::string message = error.what(), reason = cuda::cudaUnavailableReason();
+    EXPECT_NE(message.find(reason.substr(0, reason.find(';'))), std::string::npos) << message;
+    EXPECT_NE(message.find("--device cpu"), std::string::npos) << message;
+    EXPECT_EQ(message.find("--target"), std::string::npos) << message;
+  }
+}
+
+}  // namespace
+}  // namespace einjit::models
