@@ -559,6 +559,69 @@ AttentionGradients causalSelfAttentionBackward(const DeviceTensor& q, const Devi
   return result;
 }
 
+// ---- weight normalisation ----
+
+namespace {
+
+void checkWeightNormOperands(const char* op, const DeviceTensor& w, const DeviceTensor* gamma, double sigma,
+                             double eps) {
+  checkDefined(op, w, "w");
+  if (w.precision() != Precision::F32) throw UserError(std::string(op) + ": w must be the f32 master weight");
+  if (gamma != nullptr) {
+    checkCompatible(op, w, "w", *gamma, "gamma");
+    if (gamma->numel() != 1)
+      throw UserError(std::string(op) + ": gamma must hold one element, got shape " + shapeToString(gamma->shape()));
+  }
+  if (!(sigma > 0) || !std::isfinite(sigma) || !(eps >= 0) || !std::isfinite(eps))
+    throw UserError(std::string(op) + ": needs sigma > 0 and eps >= 0, got " + std::to_string(sigma) + " and " +
+                    std::to_string(eps));
+}
+
+// stats[0] = sum(w^2), stats[1] = sum(g * w) (0 without g), in one block.
+DeviceTensor weightNormStats(const DeviceTensor& w, const DeviceTensor* g, Precision precision) {
+  DeviceTensor stats = DeviceTensor::empty(w.device(), {2}, Precision::F32);
+  LaunchShape one;
+  one.threads = kOpThreads;
+  launchKernel(w.device(), kernelName("weight_norm_stats", precision), one, w.address(), addressOrNull(g),
+               stats.address(), w.numel());
+  return stats;
+}
+
+}  // namespace
+
+DeviceTensor weightNorm(const DeviceTensor& w, const DeviceTensor* gamma, double sigma, double eps,
+                        Precision precision) {
+  checkWeightNormOperands("weightNorm", w, gamma, sigma, eps);
+  checkStoragePrecision(precision);
+  const DeviceTensor stats = weightNormStats(w, nullptr, precision);
+  DeviceTensor y = DeviceTensor::empty(w.device(), w.shape(), precision);
+  if (w.numel() > 0)
+    launchKernel(w.device(), kernelName("weight_norm_apply", precision), elementLaunch(w.device(), w.numel()),
+                 w.address(), addressOrNull(gamma), stats.address(), y.address(), w.numel(),
+                 static_cast<float>(sigma), static_cast<float>(eps));
+  return y;
+}
+
+WeightNormGradients weightNormBackward(const DeviceTensor& w, const DeviceTensor* gamma, double sigma, double eps,
+                                       const DeviceTensor& dNormalised) {
+  checkWeightNormOperands("weightNormBackward", w, gamma, sigma, eps);
+  checkDefined("weightNormBackward", dNormalised, "dNormalised");
+  if (dNormalised.shape() != w.shape() || &dNormalised.device() != &w.device())
+    throw UserError("weightNormBackward: dNormalised has shape " + shapeToString(dNormalised.shape()) +
+                    ", expected w's " + shapeToString(w.shape()) + " on w's device");
+  const Precision precision = dNormalised.precision();
+  const DeviceTensor stats = weightNormStats(w, &dNormalised, precision);
+  WeightNormGradients g;
+  g.dw = DeviceTensor::empty(w.device(), w.shape(), precision);
+  if (gamma != nullptr) g.dgamma = DeviceTensor::zeros(w.device(), {}, precision);
+  if (w.numel() > 0)
+    launchKernel(w.device(), kernelName("weight_norm_backward", precision), elementLaunch(w.device(), w.numel()),
+                 w.address(), addressOrNull(gamma), stats.address(), dNormalised.address(), g.dw.address(),
+                 gamma != nullptr ? g.dgamma.address() : uint64_t{0}, w.numel(), static_cast<float>(sigma),
+                 static_cast<float>(eps));
+  return g;
+}
+
 // ---- conversion ----
 
 DeviceTensor convert(const DeviceTensor& x, Precision precision) {

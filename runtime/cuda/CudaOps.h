@@ -129,6 +129,19 @@ AttentionGradients causalSelfAttentionBackward(const DeviceTensor& q, const Devi
                                                const DeviceTensor& v, const AttentionForward& saved,
                                                const DeviceTensor& dout, const AttentionShape& shape);
 
+// Weight normalisation of a layer core (structures.md section 4, the WeightNorm op of the layer
+// IR): w~ = gamma * w / max(1, RMS(w) / sigma), RMS(w) = sqrt(mean(w^2) + eps). w and gamma (one
+// element, or null for a gain of 1) are f32 master weights; w~ is stored in `precision`.
+DeviceTensor weightNorm(const DeviceTensor& w, const DeviceTensor* gamma, double sigma, double eps,
+                        Precision precision);
+struct WeightNormGradients {
+  DeviceTensor dw;      // w's shape, in dNormalised's precision
+  DeviceTensor dgamma;  // one element (shape ()), when gamma was given
+};
+// The gradients through the clamp, from d(w~) = dNormalised.
+WeightNormGradients weightNormBackward(const DeviceTensor& w, const DeviceTensor* gamma, double sigma, double eps,
+                                       const DeviceTensor& dNormalised);
+
 // A copy in another precision (f32 <-> bf16); the same tensor when already in it.
 DeviceTensor convert(const DeviceTensor& x, Precision precision);
 

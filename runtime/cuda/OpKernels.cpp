@@ -4,7 +4,7 @@ namespace einjit::cuda {
 namespace {
 
 // Bumped whenever the kernels change; part of the source text, hence of the cubin cache key.
-constexpr const char* kOpKernelsVersion = "einjit-op-kernels 1";
+constexpr const char* kOpKernelsVersion = "einjit-op-kernels 2";
 
 constexpr const char* kDevicePrelude = R"CUDA(#define EINJIT_FN __device__ __forceinline__
 #define EINJIT_KERNEL(name, params, call) \
@@ -701,6 +701,52 @@ EINJIT_FN void einjit_adamw_update(const einjit_adamw_tensor* tensors, const ein
   }
 }
 
+// ---- weight normalisation of a layer core (structures.md section 4) ----
+// w (f32 master weights, n elements), gamma (f32 scalar or null: 1). One block sums w*w and,
+// for the backward pass, g*w in a fixed order into stats[0], stats[1].
+template <class S>
+EINJIT_FN void einjit_weight_norm_stats(const float* w, const S* g, float* stats, long long n) {
+  __shared__ float scratch[32];
+  float squares = 0.0f, dot = 0.0f;
+  for (long long i = threadIdx.x; i < n; i += blockDim.x) {
+    const float v = w[i];
+    squares += v * v;
+    if (g) dot += einjit_load(g, i) * v;
+  }
+  squares = einjit_block_sum(squares, scratch);
+  dot = einjit_block_sum(dot, scratch);
+  if (threadIdx.x == 0) {
+    stats[0] = squares;
+    stats[1] = dot;
+  }
+}
+// rms = sqrt(mean(w^2) + eps), ratio = rms / sigma.
+EINJIT_FN float einjit_weight_norm_rms(const float* stats, long long n, float eps) {
+  return sqrtf((n > 0 ? stats[0] / (float)n : 0.0f) + eps);
+}
+template <class S>
+EINJIT_FN void einjit_weight_norm_apply(const float* w, const float* gamma, const float* stats, S* y, long long n,
+                                        float sigma, float eps) {
+  const float ratio = einjit_weight_norm_rms(stats, n, eps) / sigma;
+  const float gain = gamma ? gamma[0] : 1.0f;
+  const float scale = ratio > 1.0f ? gain / ratio : gain;
+  for (long long i = einjit_first_index(); i < n; i += einjit_index_stride()) einjit_store(y, i, w[i] * scale);
+}
+// dw = gain/ratio * g - gain * dot * sigma / (n rms^3) * w when the clamp is active (ratio > 1),
+// else gain * g; dgamma = dot / ratio, or dot.
+template <class S>
+EINJIT_FN void einjit_weight_norm_backward(const float* w, const float* gamma, const float* stats, const S* g,
+                                           S* dw, S* dgamma, long long n, float sigma, float eps) {
+  const float rms = einjit_weight_norm_rms(stats, n, eps), ratio = rms / sigma, dot = stats[1];
+  const float gain = gamma ? gamma[0] : 1.0f;
+  const bool clamped = ratio > 1.0f;
+  const float direct = clamped ? gain / ratio : gain;
+  const float throughRms = clamped ? gain * dot * sigma / ((float)n * rms * rms * rms) : 0.0f;
+  for (long long i = einjit_first_index(); i < n; i += einjit_index_stride())
+    einjit_store(dw, i, direct * einjit_load(g, i) - throughRms * w[i]);
+  if (dgamma && einjit_first_index() == 0) einjit_store(dgamma, 0, clamped ? dot / ratio : dot);
+}
+
 // ---- the kernels, per storage type ----
 #define EINJIT_STORAGE_KERNELS(tag, S) \
   EINJIT_KERNEL(einjit_add_##tag, (const S* a, const S* b, S* y, long long n), einjit_add<S>(a, b, y, n);) \
@@ -766,7 +812,16 @@ EINJIT_FN void einjit_adamw_update(const einjit_adamw_tensor* tensors, const ein
                 (const einjit_adamw_tensor* tensors, const einjit_adamw_chunk* chunks, long long chunkCount, \
                  const float* scalars, float beta1, float beta2, float eps, float biasCorrection2Sqrt), \
                 einjit_adamw_update<S>(tensors, chunks, chunkCount, scalars, beta1, beta2, eps, \
-                                       biasCorrection2Sqrt);)
+                                       biasCorrection2Sqrt);) \
+  EINJIT_KERNEL(einjit_weight_norm_stats_##tag, (const float* w, const S* g, float* stats, long long n), \
+                einjit_weight_norm_stats<S>(w, g, stats, n);) \
+  EINJIT_KERNEL(einjit_weight_norm_apply_##tag, \
+                (const float* w, const float* gamma, const float* stats, S* y, long long n, float sigma, float eps), \
+                einjit_weight_norm_apply<S>(w, gamma, stats, y, n, sigma, eps);) \
+  EINJIT_KERNEL(einjit_weight_norm_backward_##tag, \
+                (const float* w, const float* gamma, const float* stats, const S* g, S* dw, S* dgamma, long long n, \
+                 float sigma, float eps), \
+                einjit_weight_norm_backward<S>(w, gamma, stats, g, dw, dgamma, n, sigma, eps);)
 EINJIT_STORAGE_KERNELS(f32, float)
 EINJIT_STORAGE_KERNELS(bf16, bf16_t)
 

@@ -51,6 +51,12 @@ TEST_P(CudaOpsGpuStorage, AdamW) {
   checkAdamW(gpuOpDevice(), GetParam(), 1.0, 3);
 }
 
+TEST_P(CudaOpsGpuStorage, WeightNorm) {
+  SKIP_WITHOUT_GPU();
+  for (bool withGamma : {true, false})
+    for (bool clamped : {true, false}) checkWeightNorm(gpuOpDevice(), GetParam(), 300000, withGamma, clamped);
+}
+
 TEST_P(CudaOpsGpuStorage, StructuredLayersOnDeviceTensors) {
   SKIP_WITHOUT_GPU();
   for (const char* spec : {"dense()", "btt(rank=4)", "monarch(blocks=32)", "btt(rank=4, norm)", "lowrank(rank=64)"})

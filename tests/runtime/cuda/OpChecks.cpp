@@ -11,7 +11,9 @@
 #include "frontend/structures/Structures.h"
 #include "runtime/cuda/CudaOps.h"
 #include "runtime/cuda/DeviceLinear.h"
+#include "runtime/reference/ReferenceKernel.h"
 #include "runtime/reference/ReferenceKernelProgram.h"
+#include "runtime/reference/ReferenceOps.h"
 #include "runtime/reference/WeightNorm.h"
 #include "runtime/ops/Ops.h"
 #include "runtime/optim/AdamW.h"
@@ -285,6 +287,40 @@ void checkDeviceLinear(OpDevice& device, Precision precision, const std::string&
   ASSERT_EQ(deviceGradients.dweights.size() + 1, gradients.size()) << what;
   for (std::size_t k = 0; k < deviceGradients.dweights.size(); ++k)
     expectClose(deviceGradients.dweights[k], gradients[k + 1], precision, what + ": d(weight " + std::to_string(k) + ")");
+}
+
+void checkWeightNorm(OpDevice& device, Precision precision, int64_t n, bool withGamma, bool clamped) {
+  const std::string what = "weight norm of " + std::to_string(n) + (withGamma ? " with" : " without") + " gamma, " +
+                           (clamped ? "clamped" : "not clamped");
+  ir::Op op;
+  op.kind = ir::OpKind::WeightNorm;
+  op.normEps = 1e-8;
+  // w in [-1, 1): RMS ~ 0.58; sigma below it activates the clamp.
+  op.normSigma = clamped ? 0.1 : 5.0;
+  const Tensor w = randomTensor({n}, 21, Precision::F32);
+  Tensor gamma(DType::F64, {});
+  gamma.set(0, 1.3);
+  const Tensor dNormalised = randomTensor({n}, 22, precision);
+  const reference::Array gammaArray = reference::toArray(gamma);
+  const reference::Array* gain = withGamma ? &gammaArray : nullptr;
+  const Tensor expected = reference::toTensor(reference::weightNormForward(op, reference::toArray(w), gain), DType::F64);
+  const reference::WeightNormGradient gradient =
+      reference::weightNormBackward(op, reference::toArray(w), gain, reference::toArray(dNormalised));
+
+  const DeviceTensor deviceW = DeviceTensor::upload(device, w, Precision::F32);
+  const DeviceTensor deviceGamma = DeviceTensor::upload(device, gamma, Precision::F32);
+  const DeviceTensor* deviceGain = withGamma ? &deviceGamma : nullptr;
+  expectClose(weightNorm(deviceW, deviceGain, op.normSigma, op.normEps, precision), expected, precision, what + ": w~");
+  const WeightNormGradients g = weightNormBackward(deviceW, deviceGain, op.normSigma, op.normEps,
+                                                   DeviceTensor::upload(device, dNormalised, precision));
+  expectClose(g.dw, reference::toTensor(gradient.dw, DType::F64), precision, what + ": dw");
+  if (withGamma) {
+    Tensor dgamma(DType::F64, {});
+    dgamma.set(0, gradient.dgamma);
+    expectClose(g.dgamma, dgamma, precision, what + ": dgamma");
+  } else {
+    EXPECT_FALSE(g.dgamma.defined()) << what;
+  }
 }
 
 }  // namespace einjit::cuda::testing

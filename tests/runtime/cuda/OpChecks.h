@@ -41,6 +41,10 @@ void checkConversion(OpDevice& device, int64_t count);
 // `norm`).
 void checkDeviceLinear(OpDevice& device, Precision precision, const std::string& spec, int64_t dIn, int64_t dOut,
                        int64_t rows);
+// weightNorm / weightNormBackward of an f32 master tensor of n elements (gamma given or not;
+// scaled so that the clamp is active or not) against the reference WeightNorm op; the results
+// in `precision`.
+void checkWeightNorm(OpDevice& device, Precision precision, int64_t n, bool withGamma, bool clamped);
 // `steps` AdamW steps on three parameters (one spans several chunks), gradients in
 // `gradPrecision`, against rt::AdamW: parameters, moments and the norm after every step.
 void checkAdamW(OpDevice& device, Precision gradPrecision, double clipNorm, int steps);

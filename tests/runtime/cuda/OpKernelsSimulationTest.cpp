@@ -45,6 +45,12 @@ TEST_P(OpSimulation, CrossEntropy) {
 
 TEST_P(OpSimulation, AdamW) { checkAdamW(hostOpDevice(), GetParam(), 1.0, 3); }
 
+TEST_P(OpSimulation, WeightNorm) {
+  for (bool withGamma : {true, false})
+    for (bool clamped : {true, false}) checkWeightNorm(hostOpDevice(), GetParam(), 1000, withGamma, clamped);
+  checkWeightNorm(hostOpDevice(), GetParam(), 1, true, true);
+}
+
 INSTANTIATE_TEST_SUITE_P(Storage, OpSimulation, ::testing::Values(Precision::F32, Precision::BF16),
                          [](const auto& info) { return std::string(precisionName(info.param)); });
 
