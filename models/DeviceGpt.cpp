@@ -11,14 +11,26 @@ namespace einjit::models {
 
 using cuda::DeviceTensor;
 
-// A linear layer: its kernels and the parameters its kernels take, as indices into params_.
+// A linear layer: its kernels and the weights they take, with parameters as indices into
+// params_. A weight the layer normalises (`norm`) is computed from its f32 master every step.
 struct DeviceGpt::Linear {
+  struct Weight {
+    int param = -1;
+    bool normalised = false;
+    int gain = -1;  // the WeightNorm gain (-1: none)
+    double sigma = 0, eps = 0;
+  };
   cuda::DeviceLinear kernels;
-  std::vector<int> weights;
+  std::vector<Weight> weights;
 
-  std::vector<DeviceTensor> values(const std::vector<DeviceTensor>& params) const {
+  // The kernels' weights: normalised from the masters, else the compute copies.
+  std::vector<DeviceTensor> values(const std::vector<DeviceTensor>& compute, const std::vector<DeviceTensor>& master,
+                                   cuda::Precision precision) const {
     std::vector<DeviceTensor> out;
-    for (int index : weights) out.push_back(params[index]);
+    for (const Weight& w : weights)
+      out.push_back(w.normalised ? cuda::weightNorm(master[w.param], w.gain >= 0 ? &master[w.gain] : nullptr, w.sigma,
+                                                    w.eps, precision)
+                                 : compute[w.param]);
     return out;
   }
 };
@@ -45,6 +57,7 @@ struct DeviceGpt::Activations {
   int64_t batch = 0, seq = 0;
   cuda::AttentionShape attentionShape;
   std::vector<DeviceTensor> weights;  // the parameters in the compute precision
+  std::map<const Linear*, std::vector<DeviceTensor>> kernelWeights;  // what each layer's kernels took
   std::unique_ptr<cuda::DeviceIds> tokens, positions, targets;
   std::vector<Block> blocks;
   DeviceTensor xFinal;
@@ -72,12 +85,20 @@ DeviceGpt::DeviceGpt(const Gpt& model, cuda::OpDevice& device, cuda::Precision c
     const rt::StructuredLinear& layer = model.linear(name);
     auto made = std::make_unique<Linear>(
         Linear{cuda::DeviceLinear(device, layer.program(), compute), {}});
-    for (const KernelParameterInput& input : kernelParameterInputs(layer.program())) {
-      if (input.weightNormOp >= 0)
-        throw UserError("device GPT: layer '" + name + "' (" + layer.program().spec +
-                        ") normalises its weights (norm), which GPU training does not support yet; "
-                        "drop 'norm' from the structure or train on the CPU");
-      made->weights.push_back(index(layer.parameters()[input.param].var->name));
+    const ir::LayerProgram& program = layer.program();
+    for (const KernelParameterInput& input : kernelParameterInputs(program)) {
+      Linear::Weight weight;
+      weight.param = index(layer.parameters()[input.param].var->name);
+      if (input.weightNormOp >= 0) {
+        const ir::Op& op = program.ops[input.weightNormOp];
+        weight.normalised = true;
+        weight.sigma = op.normSigma;
+        weight.eps = op.normEps;
+        if (op.inputs.size() > 1)
+          for (std::size_t k = 0; k < program.params.size(); ++k)
+            if (program.params[k].value == op.inputs[1]) weight.gain = index(layer.parameters()[k].var->name);
+      }
+      made->weights.push_back(weight);
     }
     return made;
   };
@@ -156,6 +177,11 @@ double DeviceGpt::loss(const std::vector<int32_t>& tokens, const std::vector<int
   const double logitScale = c.qkLayerNorm ? 8.0 / static_cast<double>(headDim)
                                           : 1.0 / std::sqrt(static_cast<double>(headDim));
   a.attentionShape = cuda::AttentionShape{batch, seq, c.nHead, logitScale};
+  auto run = [&](const Linear& layer, const DeviceTensor& input) {
+    std::vector<DeviceTensor>& weights = a.kernelWeights[&layer];
+    weights = layer.values(P, params_, compute_);
+    return layer.kernels.forward(weights, input);
+  };
   auto perHead = [&](const DeviceTensor& t, int gamma, int beta) {
     return cuda::layerNorm(t.reshaped({rows * c.nHead, headDim}), &P[gamma], &P[beta]);
   };
@@ -165,9 +191,9 @@ double DeviceGpt::loss(const std::vector<int32_t>& tokens, const std::vector<int
     Activations::Block s;
     s.xIn = x;
     s.ln1 = cuda::layerNorm(x, &P[b.ln1Gamma], &P[b.ln1Beta]);
-    s.q = s.qRaw = b.q->kernels.forward(b.q->values(P), s.ln1.y);
-    s.k = s.kRaw = b.k->kernels.forward(b.k->values(P), s.ln1.y);
-    s.v = b.v->kernels.forward(b.v->values(P), s.ln1.y);
+    s.q = s.qRaw = run(*b.q, s.ln1.y);
+    s.k = s.kRaw = run(*b.k, s.ln1.y);
+    s.v = run(*b.v, s.ln1.y);
     if (c.qkLayerNorm) {
       s.qLn = perHead(s.qRaw, b.qLnGamma, b.qLnBeta);
       s.kLn = perHead(s.kRaw, b.kLnGamma, b.kLnBeta);
@@ -175,21 +201,21 @@ double DeviceGpt::loss(const std::vector<int32_t>& tokens, const std::vector<int
       s.k = s.kLn.y.reshaped({rows, c.dModel});
     }
     s.attention = cuda::causalSelfAttention(s.q, s.k, s.v, a.attentionShape);
-    DeviceTensor attnOut = b.proj->kernels.forward(b.proj->values(P), s.attention.out);
+    DeviceTensor attnOut = run(*b.proj, s.attention.out);
     if (c.residualScale != 1.0) attnOut = cuda::scale(attnOut, c.residualScale);
     x = cuda::add(x, attnOut);
     s.xMid = x;
     s.ln2 = cuda::layerNorm(x, &P[b.ln2Gamma], &P[b.ln2Beta]);
-    s.fcOut = b.fc->kernels.forward(b.fc->values(P), s.ln2.y);
+    s.fcOut = run(*b.fc, s.ln2.y);
     s.geluOut = cuda::gelu(s.fcOut);
-    DeviceTensor mlpOut = b.fcProj->kernels.forward(b.fcProj->values(P), s.geluOut);
+    DeviceTensor mlpOut = run(*b.fcProj, s.geluOut);
     if (c.residualScale != 1.0) mlpOut = cuda::scale(mlpOut, c.residualScale);
     x = cuda::add(x, mlpOut);
     a.blocks.push_back(std::move(s));
   }
   a.xFinal = x;
   a.lnF = cuda::layerNorm(x, &P[lnFGamma_], &P[lnFBeta_]);
-  a.logits = head_->kernels.forward(head_->values(P), a.lnF.y);
+  a.logits = run(*head_, a.lnF.y);
   a.crossEntropy = cuda::crossEntropy(a.logits, *a.targets);
   const double value = a.crossEntropy.loss.download(DType::F64).get(0);
   if (withBackward) backward(a);
@@ -201,10 +227,21 @@ void DeviceGpt::backward(const Activations& a) {
   const int64_t rows = a.batch * a.seq, headDim = c.dModel / c.nHead;
   const std::vector<DeviceTensor>& P = a.weights;
   for (DeviceTensor& g : grads_) g = DeviceTensor();
-  // A linear layer's backward: its weights' gradients stored, d(input) returned.
+  // A linear layer's backward: its parameters' gradients stored (through the weight
+  // normalisation where the layer has it), d(input) returned.
   auto linearBackward = [&](const Linear& layer, const DeviceTensor& input, const DeviceTensor& dy) {
-    cuda::DeviceLinear::Gradients g = layer.kernels.backward(layer.values(P), input, dy);
-    for (std::size_t k = 0; k < layer.weights.size(); ++k) grad(layer.weights[k]) = std::move(g.dweights[k]);
+    cuda::DeviceLinear::Gradients g = layer.kernels.backward(a.kernelWeights.at(&layer), input, dy);
+    for (std::size_t k = 0; k < layer.weights.size(); ++k) {
+      const Linear::Weight& w = layer.weights[k];
+      if (!w.normalised) {
+        grad(w.param) = std::move(g.dweights[k]);
+        continue;
+      }
+      cuda::WeightNormGradients chained = cuda::weightNormBackward(
+          params_[w.param], w.gain >= 0 ? &params_[w.gain] : nullptr, w.sigma, w.eps, g.dweights[k]);
+      grad(w.param) = std::move(chained.dw);
+      if (w.gain >= 0) grad(w.gain) = chained.dgamma.reshaped(params_[w.gain].shape());
+    }
     return std::move(g.dx);
   };
   auto layerNormBackward = [&](const DeviceTensor& x, int gamma, int beta, const cuda::LayerNormForward& saved,

@@ -7,8 +7,8 @@
 // Parameters and AdamW's moments are f32. With bf16 autocast (compute = BF16) each step
 // computes on bf16 copies of the parameters: activations and gradients are bf16, every kernel
 // accumulates in fp32, the loss and the softmax / LayerNorm statistics stay f32, and AdamW
-// updates the f32 master weights from the bf16 gradients. Structures with weight
-// normalisation (`norm`) are refused with a UserError for now.
+// updates the f32 master weights from the bf16 gradients. Weight-normalised structures (`norm`)
+// normalise their cores from the f32 masters on the device every step (cuda::weightNorm).
 #pragma once
 
 #include <cstdint>

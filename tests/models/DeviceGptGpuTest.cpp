@@ -15,7 +15,7 @@ namespace {
 
 TEST(DeviceGptGpu, LossAndGradientsMatchTheCpuModel) {
   if (!cuda::cudaAvailable()) GTEST_SKIP() << "no usable GPU: " << cuda::cudaUnavailableReason();
-  for (const char* structure : {"dense", "btt(rank=4)"}) {
+  for (const char* structure : {"dense", "btt(rank=4)", "btt(rank=4, norm)"}) {
     GptConfig config;
     config.vocab = 96;
     config.context = 64;
