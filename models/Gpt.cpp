@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "einjit/error.h"
+#include "frontend/structures/Structures.h"
 #include "runtime/tensor/Random.h"
 #include "runtime/ops/Ops.h"
 
@@ -37,6 +38,22 @@ Tensor normalTensor(Shape shape, double std, uint64_t seed, const std::string& n
 struct LayerSpecs {
   std::string attention, ffn, head;
 };
+
+// With QK-LayerNorm the reference gives W_Q and W_K no weight-norm gains (their LayerNorms
+// would undo any gain): "btt(rank=4, norm)" becomes "btt(rank=4, norm, gain=false)". Theta
+// specs, whose route decides their gains, and specs that say `gain` themselves are kept.
+std::string withoutNormGains(const std::string& spec) {
+  if (spec.find('(') == std::string::npos) return spec;  // a bare name: no norm
+  const StructureSpec parsed = parseStructureSpec(spec);
+  bool norm = false, gain = false;
+  for (const StructureArg& arg : parsed.args) {
+    norm = norm || (arg.key == "norm" && arg.value == "true");
+    gain = gain || arg.key == "gain";
+  }
+  if (!norm || gain || parsed.name == "theta" || parsed.name == "einsum") return spec;
+  const std::size_t close = spec.rfind(')');
+  return spec.substr(0, close) + ", gain=false" + spec.substr(close);
+}
 
 LayerSpecs layerSpecs(const GptConfig& config) {
   const std::string& s = config.structure;
@@ -86,8 +103,8 @@ Gpt::Gpt(GptConfig config)
         makeLayerNorm(p + "ln2", d, c.dtype),
         c.qkLayerNorm ? makeLayerNorm(p + "attn.q_ln", headDim, c.dtype) : LayerNormParams{},
         c.qkLayerNorm ? makeLayerNorm(p + "attn.k_ln", headDim, c.dtype) : LayerNormParams{},
-        linear(p + "attn.q", specs.attention, d, d, false),
-        linear(p + "attn.k", specs.attention, d, d, false),
+        linear(p + "attn.q", c.qkLayerNorm ? withoutNormGains(specs.attention) : specs.attention, d, d, false),
+        linear(p + "attn.k", c.qkLayerNorm ? withoutNormGains(specs.attention) : specs.attention, d, d, false),
         linear(p + "attn.v", specs.attention, d, d, false),
         linear(p + "attn.proj", specs.attention, d, d, true),
         linear(p + "mlp.fc", specs.ffn, d, 4 * d, false),

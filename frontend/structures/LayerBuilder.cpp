@@ -100,6 +100,7 @@ ir::ValueId ProgramBuilder::core(const std::string& name, const Shape& shape) {
   ir::Op op;
   op.kind = ir::OpKind::WeightNorm;
   op.inputs = {weight};
+  op.normEps = norm_ == NormKind::EinsumNorm ? 1e-6 : 1e-8;  // sigma comes with the muP rule
   if (norm_ == NormKind::BttNorm) {
     ir::Parameter gain;
     gain.name = name + "_gamma";

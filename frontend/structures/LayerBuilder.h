@@ -28,8 +28,9 @@ int64_t checkedProduct(const std::vector<int64_t>& sizes);
 // How the cores are normalised (structures.md section 4).
 enum class NormKind {
   None,
-  BttNorm,     // learnable scalar gain per core, eps 1e-8
-  EinsumNorm,  // no gain, eps 1e-6 (theta points off the BTT route)
+  BttNorm,             // learnable scalar gain per core, eps 1e-8
+  BttNormWithoutGain,  // btt_norm without the gains (W_Q, W_K under QK-LayerNorm), eps 1e-8
+  EinsumNorm,          // no gain, eps 1e-6 (theta points off the BTT route)
 };
 
 // Appends values, parameters and ops to a LayerProgram. Activations are named t1, t2, ...;

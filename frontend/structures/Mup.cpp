@@ -103,8 +103,7 @@ void applyMup(ir::LayerProgram& program, int64_t baseWidth) {
     param.zeroInitIfResidual = consumer.contraction == lastContraction;
     for (std::size_t k : consumer.norms) {
       ir::Op& norm = program.ops[k];
-      norm.normSigma = std::sqrt(std::min(dIn, dOut)) / dIn;
-      norm.normEps = norm.inputs.size() == 2 ? 1e-8 : 1e-6;  // btt_norm (with gain) / einsum_norm
+      norm.normSigma = std::sqrt(std::min(dIn, dOut)) / dIn;  // eps: set by the builder
     }
   }
 }

@@ -21,7 +21,7 @@ constexpr int64_t kMaxSize = int64_t{1} << 40;
 // The c-core builders give every factor and rank axis its own einsum letter.
 constexpr int64_t kMaxCores = 16;
 
-// The keys a structure accepts: in, out, its own, norm, base.
+// The keys a structure accepts: in, out, its own, norm, gain (not theta, whose route decides), base.
 std::vector<std::string> keysFor(const std::string& structure) {
   std::vector<std::string> keys = {"in", "out"};
   if (structure == "lowrank") keys.insert(keys.end(), {"rank"});
@@ -30,7 +30,9 @@ std::vector<std::string> keysFor(const std::string& structure) {
   if (structure == "monarch") keys.insert(keys.end(), {"blocks"});
   if (structure == "theta")
     keys.insert(keys.end(), {"alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho"});
-  keys.insert(keys.end(), {"norm", "base"});
+  keys.push_back("norm");
+  if (structure != "theta") keys.push_back("gain");
+  keys.push_back("base");
   return keys;
 }
 
@@ -188,7 +190,12 @@ ir::LayerProgram build(const StructureSpec& spec, std::optional<int64_t> dInOver
   program.dOut = resolveWidth(dOutOverride, args.size("out"), spec, "out", "output width");
   program.spec = normalisedSpec(spec, program.dIn, program.dOut);
   const bool norm = args.flag("norm");
-  const NormKind kind = norm ? NormKind::BttNorm : NormKind::None;
+  // gain=false: btt_norm without the learnable gains (the reference's W_Q and W_K under
+  // QK-LayerNorm, whose LayerNorms would undo any gain).
+  if (const StructureArg* gain = args.find("gain"); gain && !norm)
+    args.failAt(gain->keyLoc, "'gain' applies to weight normalisation; add 'norm' or drop 'gain'");
+  const bool gains = !args.find("gain") || args.flag("gain");
+  const NormKind kind = !norm ? NormKind::None : gains ? NormKind::BttNorm : NormKind::BttNormWithoutGain;
   const std::optional<int64_t> base = args.size("base");
   const std::string coresText = "an integer in [2, " + std::to_string(kMaxCores) + "]";
 

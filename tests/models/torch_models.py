@@ -60,6 +60,22 @@ def layer_spec(template, d_in, d_out):
     return f"{name}({', '.join([f'in={d_in}', f'out={d_out}'] + args)})"
 
 
+def without_norm_gains(template):
+    """With QK-LayerNorm the reference gives W_Q and W_K no weight-norm gains:
+    'btt(rank=4, norm)' -> 'btt(rank=4, norm, gain=false)' (theta and templates that say `gain`
+    themselves are kept), as models/Gpt.cpp does."""
+    match = re.fullmatch(r"\s*(\w+)\s*(?:\((.*)\))?\s*", template, re.S)
+    if not match or match.group(2) is None:
+        return template
+    items = [item.strip() for item in match.group(2).split(",")]
+    keys = {item.partition("=")[0].strip(): item.partition("=")[2].strip() or "true" for item in items if item}
+    name = STRUCTURE_ALIASES.get(match.group(1).lower(), match.group(1).lower())
+    if keys.get("norm") != "true" or "gain" in keys or name == "theta":
+        return template
+    close = template.rindex(")")
+    return template[:close] + ", gain=false" + template[close:]
+
+
 class StructuredLinear(nn.Module):
     """y = x W for the structured W of a template; parameters named as the IR names them (W,
     W0, W1, U, V, L, R, G1, ..., and `<core>_gamma` with norm). `zero_last`: the residual/head
@@ -165,8 +181,9 @@ class Attention(nn.Module):
         super().__init__()
         d, self.n_head, self.head_dim = config.dModel, config.nHead, config.headDim
         self.qk_layernorm = config.qkLayerNorm
-        self.q = StructuredLinear(config.template("q"), d, d)
-        self.k = StructuredLinear(config.template("k"), d, d)
+        qk = without_norm_gains if self.qk_layernorm else (lambda template: template)
+        self.q = StructuredLinear(qk(config.template("q")), d, d)
+        self.k = StructuredLinear(qk(config.template("k")), d, d)
         self.v = StructuredLinear(config.template("v"), d, d)
         if self.qk_layernorm:
             self.q_ln = LayerNorm(self.head_dim)

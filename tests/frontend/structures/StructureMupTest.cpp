@@ -149,6 +149,27 @@ TEST(Mup, WeightNormScalesAndEps) {
     }
 }
 
+TEST(Mup, WeightNormWithoutGains) {
+  // gain=false (W_Q, W_K under QK-LayerNorm): btt_norm's eps and sigma, no gain parameters.
+  const auto p = buildLayer("btt(in=768, out=3072, rank=4, norm, gain=false)");
+  EXPECT_EQ(p.spec, "btt(in=768, out=3072, rank=4, norm, gain=false)");
+  ASSERT_EQ(p.params.size(), 2u);
+  EXPECT_EQ(p.params[0].name, "W0");
+  EXPECT_EQ(p.params[1].name, "W1");
+  int norms = 0;
+  for (const ir::Op& op : p.ops)
+    if (op.kind == ir::OpKind::WeightNorm) {
+      ++norms;
+      EXPECT_EQ(op.inputs.size(), 1u);
+      EXPECT_EQ(op.normEps, 1e-8);
+      EXPECT_GT(op.normSigma, 0);
+    }
+  EXPECT_EQ(norms, 2);
+  // gain=true is the default.
+  EXPECT_EQ(buildLayer("btt(in=64, out=64, norm, gain=true)").params.size(),
+            buildLayer("btt(in=64, out=64, norm)").params.size());
+}
+
 TEST(Mup, GeneralEinsumUsesBmm0) {
   // A as (a, d f r), B as (b g r, e), n_factors = 2. in = out = 256, TT-like point rho = 0.25:
   // a = b = d = e = 16, g = f = 1, r = 4.
