@@ -62,6 +62,7 @@ struct DemoOptions {
   std::string out;  // empty: a temporary directory, removed at the end
   std::string data = "data/sotu.txt";
   bool dataGiven = false;
+  std::string device = "cpu";  // or cuda
 };
 
 // Removes the directory it was given when it goes out of scope (the default output directory).
@@ -124,8 +125,9 @@ int64_t denseWidthMatching(int64_t macs) {
 }
 
 models::TrainConfig demoConfig(const std::string& structure, int64_t width, int64_t steps,
-                               const std::string& data, const fs::path& out) {
+                               const std::string& data, const std::string& device, const fs::path& out) {
   models::TrainConfig c;
+  c.device = device;
   c.model = "gpt2";
   c.structure = structure;
   c.layers = kLayers;
@@ -198,6 +200,8 @@ bool train(models::Trainer& trainer, const std::string& title, RunSummary& summa
 }
 
 void runDemo(const DemoOptions& o) {
+  if (o.device != "cpu" && o.device != "cuda")
+    throw UserError("--device: expected cpu or cuda, got '" + o.device + "'");
   if (!std::isfinite(o.seconds) || o.seconds < 1 || o.seconds > 7 * 24 * 3600)
     throw UserError(fmt::format("--seconds must be a number of seconds from 1 to 604800 (one week), got {}",
                                 o.seconds));
@@ -233,17 +237,18 @@ void runDemo(const DemoOptions& o) {
               "narrower so that its MACs per token match.\n",
               static_cast<long long>(kLayerCount), static_cast<long long>(kHeads), static_cast<long long>(kContext),
               kLearningRate, static_cast<unsigned long long>(kSeed));
-  std::printf("%lld steps per model: expected to take about %s on a 2-core CPU; the numbers are the same on "
-              "every run.\n",
+  std::printf("%lld steps per model: expected to take about %s on a 2-core CPU (less on a GPU); the numbers "
+              "are the same on every run on one device.\n",
               static_cast<long long>(steps), formatMinutes(static_cast<double>(steps) *
                                                            (kBttSecondsPerStep + kDenseSecondsPerStep)).c_str());
 
   InterruptGuard guard;
-  models::Trainer btt(demoConfig(kBttStructure, kBttWidth, steps, o.data, out / "btt"));
+  models::Trainer btt(demoConfig(kBttStructure, kBttWidth, steps, o.data, o.device, out / "btt"));
+  if (o.device != "cpu") std::printf("training on %s\n", btt.deviceDescription().c_str());
   const int64_t denseWidth = denseWidthMatching(btt.task().macsPerExample());
   std::vector<RunSummary> runs(2);
   if (!train(btt, "1/2 BTT", runs[0])) return;
-  models::Trainer dense(demoConfig("dense", denseWidth, steps, o.data, out / "dense"));
+  models::Trainer dense(demoConfig("dense", denseWidth, steps, o.data, o.device, out / "dense"));
   if (!train(dense, "2/2 dense, same compute", runs[1])) return;
   printTable(runs, unigram);
 
@@ -286,6 +291,7 @@ void addDemoCommand(CLI::App& app) {
         o->dataGiven = true;
       },
       "text corpus (printable ASCII and newlines; default data/sotu.txt)");
+  cmd->add_option("--device", o->device, "where to train: cpu, or cuda (needs an NVIDIA GPU)")->capture_default_str();
   cmd->callback([o] { runDemo(*o); });
 }
 

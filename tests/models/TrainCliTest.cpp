@@ -12,6 +12,7 @@
 #include <string>
 #include <thread>
 
+#include "compiler/cuda/CudaDriver.h"
 #include "models/Checkpoint.h"
 #include "tests/models/TestUtil.h"
 #include "tests/tools/RunEinjit.h"
@@ -44,11 +45,29 @@ TEST_F(TrainCli, HelpListsTheOptions) {
   Result r = einjit("train --help");
   EXPECT_EQ(r.status, 0);
   for (const char* flag : {"--config", "--resume", "--struct", "--layers", "--d-model", "--steps", "--schedule",
-                           "--eval-every", "--checkpoint-every", "--out", "--data"})
+                           "--eval-every", "--checkpoint-every", "--out", "--data", "--device", "--precision"})
     EXPECT_NE(r.out.find(flag), std::string::npos) << flag;
   r = einjit("sample --help");
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.out.find("--top-k"), std::string::npos);
+}
+
+TEST_F(TrainCli, DeviceCudaWithoutAGpuSaysWhyAndWritesNothing) {
+  if (cuda::cudaAvailable()) GTEST_SKIP() << "this machine has a usable GPU";
+  Result r = einjit(tinyRun("run", "--device cuda --steps 2"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("einjit: error: --device cuda: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("train with --device cpu"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "run"));
+  r = einjit(tinyRun("run", "--precision bf16 --steps 2"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("bf16 autocast needs --device cuda"), std::string::npos) << r.err;
+  r = einjit("demo --device cuda --seconds 1 --data " + corpus());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("--device cuda: "), std::string::npos) << r.err;
+  r = einjit("demo --device tpu --data " + corpus());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("expected cpu or cuda, got 'tpu'"), std::string::npos) << r.err;
 }
 
 TEST_F(TrainCli, BadOptionsAndConfigsFailWithOneLine) {
