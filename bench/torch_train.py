@@ -23,11 +23,17 @@ For each structure it runs --warmup untimed steps, then --steps timed steps, and
 tokens/s (batch * context * steps / total time) and the median step time. The machine's load
 average is printed before and after: on a shared machine, numbers taken under load are low.
 
+On a GPU (--device cuda) the model, batches and optimiser live there; --bf16 runs the forward
+under torch.autocast(bfloat16) (fp32 master weights, as einjit's --precision bf16), and each
+step's time ends with torch.cuda.synchronize().
+
 Usage: torch_train.py [--struct SPEC ...] [--layers all|all_but_last|ffn] [--steps N]
-                      [--warmup N] [--corpus FILE] [--json PATH|-] [model/recipe options]
+                      [--warmup N] [--corpus FILE] [--json PATH|-] [--device cpu|cuda [--bf16]]
+                      [model/recipe options]
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -60,6 +66,7 @@ class Batches:
 
     def __init__(self, args, rng):
         self.batch, self.length, self.vocab, self.rng = args.batch, args.context, args.vocab, rng
+        self.device = args.device
         self.corpus = None
         if args.corpus:
             self.corpus = corpus_tokens(args.corpus)
@@ -73,7 +80,7 @@ class Batches:
         else:
             starts = self.rng.integers(0, len(self.corpus) - self.length, self.batch)
             sequence = np.stack([self.corpus[s:s + self.length + 1] for s in starts])
-        sequence = torch.from_numpy(sequence)
+        sequence = torch.from_numpy(sequence).to(self.device)
         return sequence[:, :-1], sequence[:, 1:]
 
 
@@ -122,19 +129,27 @@ def train(struct, args):
                                     nHead=args.n_head, dModel=args.d_model, struct=struct,
                                     layers=args.layers)
     model = torch_models.GPT(config)
-    use_reference_forms(model)
+    use_reference_forms(model)  # checked on the CPU in float64, then moved
+    model.to(args.device)
     optimizer = make_optimizer(model, args)
+    synchronize = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    # (torch 1.13 probes CUDA even for a disabled cuda autocast, so the CPU takes a null context)
+    autocast = ((lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)) if args.bf16
+                else contextlib.nullcontext)
     batches = Batches(args, np.random.default_rng(args.seed))
     losses, times = [], []
     for step in range(args.warmup + args.steps):
         tokens, targets = batches.next()
+        synchronize()
         start = time.perf_counter()
-        loss, _ = model.loss(tokens, targets)
+        with autocast():
+            loss, _ = model.loss(tokens, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if args.clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         optimizer.step()
+        synchronize()
         elapsed = time.perf_counter() - start
         losses.append(float(loss))
         if step >= args.warmup:
@@ -174,7 +189,13 @@ def main():
     parser.add_argument("--corpus", help="text file to train on (default: random tokens)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the results as JSON to this path ('-': stdout)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--bf16", action="store_true", help="cuda: bfloat16 autocast of the forward")
     args = parser.parse_args()
+    if args.bf16 and args.device != "cuda":
+        parser.error("--bf16 needs --device cuda")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no GPU")
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be at least 1 and --warmup at least 0")
     if args.corpus and args.vocab != len(CHARACTERS):
@@ -183,7 +204,9 @@ def main():
     torch.set_num_threads(args.threads)
     structs = args.struct or ["dense", "btt(rank=1)"]
     load_before = os.getloadavg()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32; "
+    where = (f"{torch.cuda.get_device_name()} ({'bf16 autocast' if args.bf16 else 'float32'})"
+             if args.device == "cuda" else f"{torch.get_num_threads()} threads, float32")
+    print(f"torch {torch.__version__}, {where}; "
           f"GPT {args.n_layer} layers, d_model {args.d_model}, {args.n_head} heads, context "
           f"{args.context}, batch {args.batch}, vocab {args.vocab}, layers {args.layers}; "
           f"{args.warmup} warm-up + {args.steps} timed steps; "

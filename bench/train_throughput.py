@@ -10,8 +10,13 @@ not counted). PyTorch runs as bench/torch_train.py with the same --warmup and --
 on random windows of --corpus. The machine's load average is printed before and after: numbers
 taken on a shared machine are low, and the two sides may be slowed differently.
 
+On a GPU machine: --device cuda [--precision bf16] runs both on the GPU, and --model gpt2-124m
+takes the GPT-2 124M shape (12 layers, d_model 768, 12 heads, context 1024, batch 8; the char
+vocabulary of 96, so about 85M parameters) with dense and btt(rank=4) by default.
+
 Usage: train_throughput.py EINJIT_BINARY [--steps N] [--warmup N] [--threads N] [--corpus FILE]
-                           [--struct SPEC ...]
+                           [--struct SPEC ...] [--model char-gpt|gpt2-124m]
+                           [--device cpu|cuda] [--precision f32|bf16]
 """
 
 import argparse
@@ -24,7 +29,12 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
-MODEL = {"n_layer": 4, "d_model": 256, "n_head": 4, "context": 128, "batch": 32}
+MODELS = {
+    "char-gpt": {"n_layer": 4, "d_model": 256, "n_head": 4, "context": 128, "batch": 32},
+    "gpt2-124m": {"n_layer": 12, "d_model": 768, "n_head": 12, "context": 1024, "batch": 8},
+}
+DEFAULT_STRUCTS = {"char-gpt": ["dense", "btt(rank=1)"], "gpt2-124m": ["dense", "btt(rank=4)"]}
+MODEL = MODELS["char-gpt"]  # set from --model in main()
 LAYERS = "all_but_last"
 LR = 3e-3
 
@@ -41,7 +51,8 @@ def einjit_tokens_per_s(binary, struct, args, scratch):
                "--n-head", str(MODEL["n_head"]), "--context", str(MODEL["context"]),
                "--batch", str(MODEL["batch"]), "--lr", str(LR), "--clip", "1",
                "--steps", str(args.warmup + args.steps), "--log-every", "1", "--eval-every", "0",
-               "--checkpoint-every", "0", "--data", args.corpus, "--out", out]
+               "--checkpoint-every", "0", "--data", args.corpus, "--out", out,
+               "--device", args.device, "--precision", args.precision]
     environment = dict(os.environ, EINJIT_THREADS=str(args.threads))
     run = subprocess.run(command, env=environment, capture_output=True, text=True)
     if run.returncode != 0:
@@ -87,7 +98,8 @@ def torch_tokens_per_s(structs, args, scratch):
                "--n-head", str(MODEL["n_head"]), "--context", str(MODEL["context"]),
                "--batch", str(MODEL["batch"]), "--lr", str(LR), "--clip", "1",
                "--threads", str(args.threads), "--warmup", str(args.warmup),
-               "--steps", str(args.steps), "--corpus", args.corpus, "--json", record_path]
+               "--steps", str(args.steps), "--corpus", args.corpus, "--json", record_path,
+               "--device", args.device] + (["--bf16"] if args.precision == "bf16" else [])
     for struct in structs:
         command += ["--struct", struct]
     run = subprocess.run(command, env=torch_environment(), capture_output=True, text=True)
@@ -107,8 +119,16 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--corpus", default=os.path.join(REPO, "data", "sotu.txt"))
     parser.add_argument("--struct", action="append",
-                        help="structure template, repeatable (default: dense and btt(rank=1))")
+                        help="structure template, repeatable (default: dense and btt(rank=1); "
+                             "gpt2-124m: dense and btt(rank=4))")
+    parser.add_argument("--model", default="char-gpt", choices=sorted(MODELS))
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--precision", default="f32", choices=("f32", "bf16"))
     args = parser.parse_args()
+    global MODEL
+    MODEL = MODELS[args.model]
+    if args.precision == "bf16" and args.device != "cuda":
+        parser.error("--precision bf16 needs --device cuda")
     if args.steps < 1 or args.warmup < 0 or args.threads < 1:
         parser.error("--steps and --threads must be at least 1, --warmup at least 0")
     if not os.access(args.einjit, os.X_OK):
@@ -116,10 +136,10 @@ def main():
     if not os.path.isfile(args.corpus):
         parser.error(f"corpus {args.corpus} not found: run ./setup.sh or scripts/fetch_data.sh")
     args.corpus = os.path.abspath(args.corpus)
-    structs = args.struct or ["dense", "btt(rank=1)"]
+    structs = args.struct or DEFAULT_STRUCTS[args.model]
 
-    print(f"char-GPT {MODEL['n_layer']} layers, d_model {MODEL['d_model']}, {MODEL['n_head']} heads, "
-          f"context {MODEL['context']}, batch {MODEL['batch']}, float32, AdamW, layers {LAYERS}, "
+    print(f"{args.model} on {args.device} ({args.precision}): GPT {MODEL['n_layer']} layers, d_model {MODEL['d_model']}, {MODEL['n_head']} heads, "
+          f"context {MODEL['context']}, batch {MODEL['batch']}, AdamW, layers {LAYERS}, "
           f"{args.threads} threads; {args.warmup} warm-up + {args.steps} timed steps on "
           f"{os.path.relpath(args.corpus, REPO)}")
     print(f"load average before: {load_average()}", flush=True)
