@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include "compiler/cuda/CudaDriver.h"
 #include "einjit/error.h"
 #include "models/Gpt.h"
 #include "models/ModelParts.h"
@@ -62,7 +63,7 @@ struct DemoOptions {
   std::string out;  // empty: a temporary directory, removed at the end
   std::string data = "data/sotu.txt";
   bool dataGiven = false;
-  std::string device = "cpu";  // or cuda
+  std::string device = "auto";  // auto: cuda when a GPU is usable, else cpu
 };
 
 // Removes the directory it was given when it goes out of scope (the default output directory).
@@ -200,8 +201,9 @@ bool train(models::Trainer& trainer, const std::string& title, RunSummary& summa
 }
 
 void runDemo(const DemoOptions& o) {
-  if (o.device != "cpu" && o.device != "cuda")
-    throw UserError("--device: expected cpu or cuda, got '" + o.device + "'");
+  if (o.device != "auto" && o.device != "cpu" && o.device != "cuda")
+    throw UserError("--device: expected auto, cpu or cuda, got '" + o.device + "'");
+  const std::string device = o.device != "auto" ? o.device : cuda::cudaAvailable() ? "cuda" : "cpu";
   if (!std::isfinite(o.seconds) || o.seconds < 1 || o.seconds > 7 * 24 * 3600)
     throw UserError(fmt::format("--seconds must be a number of seconds from 1 to 604800 (one week), got {}",
                                 o.seconds));
@@ -243,12 +245,13 @@ void runDemo(const DemoOptions& o) {
                                                            (kBttSecondsPerStep + kDenseSecondsPerStep)).c_str());
 
   InterruptGuard guard;
-  models::Trainer btt(demoConfig(kBttStructure, kBttWidth, steps, o.data, o.device, out / "btt"));
-  if (o.device != "cpu") std::printf("training on %s\n", btt.deviceDescription().c_str());
+  models::Trainer btt(demoConfig(kBttStructure, kBttWidth, steps, o.data, device, out / "btt"));
+  if (device != "cpu")
+    std::printf("training on %s (--device cpu trains on the CPU)\n", btt.deviceDescription().c_str());
   const int64_t denseWidth = denseWidthMatching(btt.task().macsPerExample());
   std::vector<RunSummary> runs(2);
   if (!train(btt, "1/2 BTT", runs[0])) return;
-  models::Trainer dense(demoConfig("dense", denseWidth, steps, o.data, o.device, out / "dense"));
+  models::Trainer dense(demoConfig("dense", denseWidth, steps, o.data, device, out / "dense"));
   if (!train(dense, "2/2 dense, same compute", runs[1])) return;
   printTable(runs, unigram);
 
@@ -291,7 +294,8 @@ void addDemoCommand(CLI::App& app) {
         o->dataGiven = true;
       },
       "text corpus (printable ASCII and newlines; default data/sotu.txt)");
-  cmd->add_option("--device", o->device, "where to train: cpu, or cuda (needs an NVIDIA GPU)")->capture_default_str();
+  cmd->add_option("--device", o->device, "where to train: auto (the GPU when one is usable, else the CPU), cpu or cuda")
+      ->capture_default_str();
   cmd->callback([o] { runDemo(*o); });
 }
 

@@ -67,7 +67,7 @@ TEST_F(TrainCli, DeviceCudaWithoutAGpuSaysWhyAndWritesNothing) {
   EXPECT_NE(r.err.find("--device cuda: "), std::string::npos) << r.err;
   r = einjit("demo --device tpu --data " + corpus());
   EXPECT_EQ(r.status, 1);
-  EXPECT_NE(r.err.find("expected cpu or cuda, got 'tpu'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("expected auto, cpu or cuda, got 'tpu'"), std::string::npos) << r.err;
 }
 
 TEST_F(TrainCli, BadOptionsAndConfigsFailWithOneLine) {
