@@ -4,41 +4,16 @@
 #include <map>
 #include <string>
 
-#include "compiler/kernel/KernelProgram.h"
 #include "einjit/error.h"
 
 namespace einjit::models {
 
 using cuda::DeviceTensor;
 
-// A linear layer: its kernels and the weights they take, with parameters as indices into
-// params_. A weight the layer normalises (`norm`) is computed from its f32 master every step.
-struct DeviceGpt::Linear {
-  struct Weight {
-    int param = -1;
-    bool normalised = false;
-    int gain = -1;  // the WeightNorm gain (-1: none)
-    double sigma = 0, eps = 0;
-  };
-  cuda::DeviceLinear kernels;
-  std::vector<Weight> weights;
-
-  // The kernels' weights: normalised from the masters, else the compute copies.
-  std::vector<DeviceTensor> values(const std::vector<DeviceTensor>& compute, const std::vector<DeviceTensor>& master,
-                                   cuda::Precision precision) const {
-    std::vector<DeviceTensor> out;
-    for (const Weight& w : weights)
-      out.push_back(w.normalised ? cuda::weightNorm(master[w.param], w.gain >= 0 ? &master[w.gain] : nullptr, w.sigma,
-                                                    w.eps, precision)
-                                 : compute[w.param]);
-    return out;
-  }
-};
-
 struct DeviceGpt::Block {
   int ln1Gamma = -1, ln1Beta = -1, ln2Gamma = -1, ln2Beta = -1;
   int qLnGamma = -1, qLnBeta = -1, kLnGamma = -1, kLnBeta = -1;
-  std::unique_ptr<Linear> q, k, v, proj, fc, fcProj;
+  std::unique_ptr<DeviceStructuredLinear> q, k, v, proj, fc, fcProj;
 };
 
 // What the backward pass reads, per block and at the top.
@@ -56,8 +31,7 @@ struct DeviceGpt::Activations {
   };
   int64_t batch = 0, seq = 0;
   cuda::AttentionShape attentionShape;
-  std::vector<DeviceTensor> weights;  // the parameters in the compute precision
-  std::map<const Linear*, std::vector<DeviceTensor>> kernelWeights;  // what each layer's kernels took
+  std::map<const DeviceStructuredLinear*, std::vector<DeviceTensor>> kernelWeights;  // what each layer's kernels took
   std::unique_ptr<cuda::DeviceIds> tokens, positions, targets;
   std::vector<Block> blocks;
   DeviceTensor xFinal;
@@ -67,40 +41,10 @@ struct DeviceGpt::Activations {
 };
 
 DeviceGpt::DeviceGpt(const Gpt& model, cuda::OpDevice& device, cuda::Precision compute)
-    : config_(model.config()), device_(&device), compute_(compute), info_(model.parameters()) {
-  if (compute != cuda::Precision::F32 && compute != cuda::Precision::BF16)
-    throw UserError(std::string("device GPT: computes in f32 or bf16, not ") + cuda::precisionName(compute));
-  std::map<std::string, int> byName;
-  for (std::size_t i = 0; i < info_.size(); ++i) {
-    byName[info_[i].var->name] = static_cast<int>(i);
-    params_.push_back(DeviceTensor::upload(device, info_[i].var->value, cuda::Precision::F32));
-  }
-  grads_.resize(params_.size());
-  auto index = [&](const std::string& name) {
-    auto found = byName.find(name);
-    if (found == byName.end()) throw UserError("device GPT: the model has no parameter '" + name + "'");
-    return found->second;
-  };
+    : config_(model.config()), params_(model.parameters(), device, compute, "device GPT") {
+  auto index = [&](const std::string& name) { return params_.index(name); };
   auto linear = [&](const std::string& name) {
-    const rt::StructuredLinear& layer = model.linear(name);
-    auto made = std::make_unique<Linear>(
-        Linear{cuda::DeviceLinear(device, layer.program(), compute), {}});
-    const ir::LayerProgram& program = layer.program();
-    for (const KernelParameterInput& input : kernelParameterInputs(program)) {
-      Linear::Weight weight;
-      weight.param = index(layer.parameters()[input.param].var->name);
-      if (input.weightNormOp >= 0) {
-        const ir::Op& op = program.ops[input.weightNormOp];
-        weight.normalised = true;
-        weight.sigma = op.normSigma;
-        weight.eps = op.normEps;
-        if (op.inputs.size() > 1)
-          for (std::size_t k = 0; k < program.params.size(); ++k)
-            if (program.params[k].value == op.inputs[1]) weight.gain = index(layer.parameters()[k].var->name);
-      }
-      made->weights.push_back(weight);
-    }
-    return made;
+    return std::make_unique<DeviceStructuredLinear>(model.linear(name), params_);
   };
   wte_ = index("wte");
   wpe_ = index("wpe");
@@ -132,25 +76,6 @@ DeviceGpt::DeviceGpt(const Gpt& model, cuda::OpDevice& device, cuda::Precision c
 
 DeviceGpt::~DeviceGpt() = default;
 
-std::vector<cuda::DeviceAdamW::Parameter> DeviceGpt::optimizerParameters() const {
-  std::vector<cuda::DeviceAdamW::Parameter> out;
-  for (std::size_t i = 0; i < params_.size(); ++i)
-    out.push_back({params_[i], info_[i].lrMultiplier, info_[i].weightDecay});
-  return out;
-}
-
-void DeviceGpt::copyParametersTo(const Gpt& model) const {
-  const std::vector<rt::ParameterInfo>& target = model.parameters();
-  if (target.size() != params_.size()) throw UserError("device GPT: the model to copy into is another model");
-  for (std::size_t i = 0; i < params_.size(); ++i) {
-    if (target[i].var->name != info_[i].var->name || target[i].var->value.shape() != params_[i].shape())
-      throw UserError("device GPT: the model to copy into is another model (parameter '" + target[i].var->name + "')");
-    target[i].var->value = params_[i].download(target[i].var->value.dtype());
-  }
-}
-
-DeviceTensor& DeviceGpt::grad(int index) { return grads_[static_cast<std::size_t>(index)]; }
-
 double DeviceGpt::loss(const std::vector<int32_t>& tokens, const std::vector<int32_t>& targets, int64_t batch,
                        int64_t seq, bool withBackward) {
   const GptConfig& c = config_;
@@ -168,29 +93,28 @@ double DeviceGpt::loss(const std::vector<int32_t>& tokens, const std::vector<int
   Activations a;
   a.batch = batch;
   a.seq = seq;
-  a.tokens = std::make_unique<cuda::DeviceIds>(*device_, tokens, c.vocab, "embedding");
-  a.positions = std::make_unique<cuda::DeviceIds>(*device_, positions, c.context, "position embedding");
-  a.targets = std::make_unique<cuda::DeviceIds>(*device_, targets, c.vocab, "crossEntropy");
-  for (const DeviceTensor& param : params_) a.weights.push_back(cuda::convert(param, compute_));
-  const std::vector<DeviceTensor>& P = a.weights;
+  cuda::OpDevice& device = params_.device();
+  a.tokens = std::make_unique<cuda::DeviceIds>(device, tokens, c.vocab, "embedding");
+  a.positions = std::make_unique<cuda::DeviceIds>(device, positions, c.context, "position embedding");
+  a.targets = std::make_unique<cuda::DeviceIds>(device, targets, c.vocab, "crossEntropy");
+  params_.beginStep();
+  auto P = [&](int i) -> const DeviceTensor& { return params_.value(i); };
   // As in Gpt::logits: QK-LayerNorm's k *= 8/sqrt(headDim) is folded into the logit scale.
   const double logitScale = c.qkLayerNorm ? 8.0 / static_cast<double>(headDim)
                                           : 1.0 / std::sqrt(static_cast<double>(headDim));
   a.attentionShape = cuda::AttentionShape{batch, seq, c.nHead, logitScale};
-  auto run = [&](const Linear& layer, const DeviceTensor& input) {
-    std::vector<DeviceTensor>& weights = a.kernelWeights[&layer];
-    weights = layer.values(P, params_, compute_);
-    return layer.kernels.forward(weights, input);
+  auto run = [&](const DeviceStructuredLinear& layer, const DeviceTensor& input) {
+    return layer.forward(params_, input, a.kernelWeights[&layer]);
   };
   auto perHead = [&](const DeviceTensor& t, int gamma, int beta) {
-    return cuda::layerNorm(t.reshaped({rows * c.nHead, headDim}), &P[gamma], &P[beta]);
+    return cuda::layerNorm(t.reshaped({rows * c.nHead, headDim}), &P(gamma), &P(beta));
   };
 
-  DeviceTensor x = cuda::add(cuda::embedding(*a.tokens, P[wte_]), cuda::embedding(*a.positions, P[wpe_]));
+  DeviceTensor x = cuda::add(cuda::embedding(*a.tokens, P(wte_)), cuda::embedding(*a.positions, P(wpe_)));
   for (const Block& b : blocks_) {
     Activations::Block s;
     s.xIn = x;
-    s.ln1 = cuda::layerNorm(x, &P[b.ln1Gamma], &P[b.ln1Beta]);
+    s.ln1 = cuda::layerNorm(x, &P(b.ln1Gamma), &P(b.ln1Beta));
     s.q = s.qRaw = run(*b.q, s.ln1.y);
     s.k = s.kRaw = run(*b.k, s.ln1.y);
     s.v = run(*b.v, s.ln1.y);
@@ -205,7 +129,7 @@ double DeviceGpt::loss(const std::vector<int32_t>& tokens, const std::vector<int
     if (c.residualScale != 1.0) attnOut = cuda::scale(attnOut, c.residualScale);
     x = cuda::add(x, attnOut);
     s.xMid = x;
-    s.ln2 = cuda::layerNorm(x, &P[b.ln2Gamma], &P[b.ln2Beta]);
+    s.ln2 = cuda::layerNorm(x, &P(b.ln2Gamma), &P(b.ln2Beta));
     s.fcOut = run(*b.fc, s.ln2.y);
     s.geluOut = cuda::gelu(s.fcOut);
     DeviceTensor mlpOut = run(*b.fcProj, s.geluOut);
@@ -214,7 +138,7 @@ double DeviceGpt::loss(const std::vector<int32_t>& tokens, const std::vector<int
     a.blocks.push_back(std::move(s));
   }
   a.xFinal = x;
-  a.lnF = cuda::layerNorm(x, &P[lnFGamma_], &P[lnFBeta_]);
+  a.lnF = cuda::layerNorm(x, &P(lnFGamma_), &P(lnFBeta_));
   a.logits = run(*head_, a.lnF.y);
   a.crossEntropy = cuda::crossEntropy(a.logits, *a.targets);
   const double value = a.crossEntropy.loss.download(DType::F64).get(0);
@@ -225,30 +149,15 @@ double DeviceGpt::loss(const std::vector<int32_t>& tokens, const std::vector<int
 void DeviceGpt::backward(const Activations& a) {
   const GptConfig& c = config_;
   const int64_t rows = a.batch * a.seq, headDim = c.dModel / c.nHead;
-  const std::vector<DeviceTensor>& P = a.weights;
-  for (DeviceTensor& g : grads_) g = DeviceTensor();
-  // A linear layer's backward: its parameters' gradients stored (through the weight
-  // normalisation where the layer has it), d(input) returned.
-  auto linearBackward = [&](const Linear& layer, const DeviceTensor& input, const DeviceTensor& dy) {
-    cuda::DeviceLinear::Gradients g = layer.kernels.backward(a.kernelWeights.at(&layer), input, dy);
-    for (std::size_t k = 0; k < layer.weights.size(); ++k) {
-      const Linear::Weight& w = layer.weights[k];
-      if (!w.normalised) {
-        grad(w.param) = std::move(g.dweights[k]);
-        continue;
-      }
-      cuda::WeightNormGradients chained = cuda::weightNormBackward(
-          params_[w.param], w.gain >= 0 ? &params_[w.gain] : nullptr, w.sigma, w.eps, g.dweights[k]);
-      grad(w.param) = std::move(chained.dw);
-      if (w.gain >= 0) grad(w.gain) = chained.dgamma.reshaped(params_[w.gain].shape());
-    }
-    return std::move(g.dx);
+  // A linear layer's backward: its parameters' gradients stored, d(input) returned.
+  auto linearBackward = [&](const DeviceStructuredLinear& layer, const DeviceTensor& input, const DeviceTensor& dy) {
+    return layer.backward(params_, input, a.kernelWeights.at(&layer), dy);
   };
   auto layerNormBackward = [&](const DeviceTensor& x, int gamma, int beta, const cuda::LayerNormForward& saved,
                                const DeviceTensor& dy) {
-    cuda::LayerNormGradients g = cuda::layerNormBackward(x, &P[gamma], saved, dy, true);
-    grad(gamma) = std::move(g.dgamma);
-    grad(beta) = std::move(g.dbeta);
+    cuda::LayerNormGradients g = cuda::layerNormBackward(x, &params_.value(gamma), saved, dy, true);
+    params_.grad(gamma) = std::move(g.dgamma);
+    params_.grad(beta) = std::move(g.dbeta);
     return std::move(g.dx);
   };
 
@@ -279,8 +188,8 @@ void DeviceGpt::backward(const Activations& a) {
     dh = cuda::add(dh, linearBackward(*b.v, s.ln1.y, g.dv));
     dx = cuda::add(dx, layerNormBackward(s.xIn, b.ln1Gamma, b.ln1Beta, s.ln1, dh));
   }
-  grad(wte_) = cuda::embeddingBackward(*a.tokens, dx);
-  grad(wpe_) = cuda::embeddingBackward(*a.positions, dx);
+  params_.grad(wte_) = cuda::embeddingBackward(*a.tokens, dx);
+  params_.grad(wpe_) = cuda::embeddingBackward(*a.positions, dx);
 }
 
 }  // namespace einjit::models

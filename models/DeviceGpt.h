@@ -15,9 +15,9 @@
 #include <memory>
 #include <vector>
 
+#include "models/DeviceParts.h"
 #include "models/Gpt.h"
 #include "runtime/cuda/CudaOps.h"
-#include "runtime/cuda/DeviceLinear.h"
 
 namespace einjit::models {
 
@@ -33,33 +33,28 @@ class DeviceGpt {
   double loss(const std::vector<int32_t>& tokens, const std::vector<int32_t>& targets, int64_t batch,
               int64_t seq, bool backward);
 
-  cuda::Precision computePrecision() const { return compute_; }
+  cuda::Precision computePrecision() const { return params_.compute(); }
   // In Gpt::parameters() order: the f32 master weights, and the gradients of the last backward
   // pass in the compute precision.
-  std::vector<cuda::DeviceTensor>& parameters() { return params_; }
-  const std::vector<cuda::DeviceTensor>& gradients() const { return grads_; }
+  std::vector<cuda::DeviceTensor>& parameters() { return params_.masters(); }
+  const std::vector<cuda::DeviceTensor>& gradients() const { return params_.gradients(); }
   // AdamW's groups (lr multiplier, decay) over parameters(), as Gpt::parameters() says.
-  std::vector<cuda::DeviceAdamW::Parameter> optimizerParameters() const;
+  std::vector<cuda::DeviceAdamW::Parameter> optimizerParameters() const { return params_.optimizerParameters(); }
   // Writes the device's parameter values into `model` (the model this was made from).
-  void copyParametersTo(const Gpt& model) const;
+  void copyParametersTo(const Gpt& model) const { params_.copyTo(model.parameters()); }
 
  private:
-  struct Linear;
   struct Block;
   struct Activations;
 
-  cuda::DeviceTensor& grad(int index);
   void backward(const Activations& saved);
 
   GptConfig config_;
-  cuda::OpDevice* device_;
-  cuda::Precision compute_;
-  std::vector<cuda::DeviceTensor> params_, grads_;
-  std::vector<rt::ParameterInfo> info_;
+  DeviceParameters params_;
   int wte_ = -1, wpe_ = -1;
   std::vector<Block> blocks_;
   int lnFGamma_ = -1, lnFBeta_ = -1;
-  std::unique_ptr<Linear> head_;
+  std::unique_ptr<DeviceStructuredLinear> head_;
 };
 
 }  // namespace einjit::models
