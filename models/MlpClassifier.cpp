@@ -44,6 +44,14 @@ rt::Var MlpClassifier::loss(rt::Tape& tape, const rt::Var& x, const std::vector<
 
 int64_t MlpClassifier::parameterCount() const { return models::parameterCount(params_); }
 
+const rt::StructuredLinear& MlpClassifier::linear(const std::string& name) const {
+  if (name == "input") return input_;
+  if (name == "output") return output_;
+  for (std::size_t i = 0; i < hidden_.size(); ++i)
+    if (name == "hidden." + std::to_string(i)) return hidden_[i];
+  throw UserError("MLP classifier: no linear layer named '" + name + "'");
+}
+
 int64_t MlpClassifier::macsPerExample() const {
   int64_t macs = input_.macsPerRow() + output_.macsPerRow();
   for (const rt::StructuredLinear& layer : hidden_) macs += layer.macsPerRow();

@@ -35,6 +35,8 @@ class MlpClassifier {
 
   const std::vector<rt::ParameterInfo>& parameters() const { return params_; }
   int64_t parameterCount() const;
+  // The linear layer named "input", "hidden.<i>" or "output"; UserError for other names.
+  const rt::StructuredLinear& linear(const std::string& name) const;
   int64_t macsPerExample() const;  // every linear layer
 
  private:

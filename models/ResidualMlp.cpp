@@ -57,6 +57,17 @@ rt::Var ResidualMlp::loss(rt::Tape& tape, const rt::Var& x, const Tensor& y) con
 
 int64_t ResidualMlp::parameterCount() const { return models::parameterCount(params_); }
 
+const rt::StructuredLinear& ResidualMlp::linear(const std::string& name) const {
+  if (name == "input") return input_;
+  if (name == "output") return output_;
+  for (std::size_t i = 0; i < blocks_.size(); ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".";
+    if (name == p + "fc") return blocks_[i].fc;
+    if (name == p + "proj") return blocks_[i].proj;
+  }
+  throw UserError("residual MLP: no linear layer named '" + name + "'");
+}
+
 int64_t ResidualMlp::macsPerExample() const {
   int64_t macs = input_.macsPerRow() + output_.macsPerRow();
   for (const Block& b : blocks_) macs += b.fc.macsPerRow() + b.proj.macsPerRow();

@@ -38,6 +38,9 @@ class ResidualMlp {
 
   const std::vector<rt::ParameterInfo>& parameters() const { return params_; }
   int64_t parameterCount() const;
+  // The linear layer named "input", "blocks.<i>.fc", "blocks.<i>.proj" or "output"; UserError
+  // for other names.
+  const rt::StructuredLinear& linear(const std::string& name) const;
   // Forward MACs of one example (every linear layer).
   int64_t macsPerExample() const;
 

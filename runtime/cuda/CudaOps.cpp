@@ -559,6 +559,30 @@ AttentionGradients causalSelfAttentionBackward(const DeviceTensor& q, const Devi
   return result;
 }
 
+// ---- mean squared error ----
+
+DeviceTensor meanSquaredError(const DeviceTensor& pred, const DeviceTensor& target) {
+  checkSameShape("meanSquaredError", pred, "the prediction", target, "the target");
+  if (pred.numel() == 0) throw UserError("meanSquaredError: the prediction is empty");
+  DeviceTensor loss = DeviceTensor::empty(pred.device(), {}, Precision::F32);
+  LaunchShape one;
+  one.threads = kOpThreads;
+  launchKernel(pred.device(), kernelName("mse", pred.precision()), one, pred.address(), target.address(),
+               loss.address(), pred.numel());
+  return loss;
+}
+
+DeviceTensor meanSquaredErrorBackward(const DeviceTensor& pred, const DeviceTensor& target, double lossGradient) {
+  checkSameShape("meanSquaredErrorBackward", pred, "the prediction", target, "the target");
+  checkFinite("meanSquaredErrorBackward", "lossGradient", lossGradient);
+  if (pred.numel() == 0) throw UserError("meanSquaredErrorBackward: the prediction is empty");
+  DeviceTensor dpred = DeviceTensor::empty(pred.device(), pred.shape(), pred.precision());
+  const float factor = static_cast<float>(2.0 * lossGradient / static_cast<double>(pred.numel()));
+  launchKernel(pred.device(), kernelName("mse_backward", pred.precision()), elementLaunch(pred.device(), pred.numel()),
+               pred.address(), target.address(), dpred.address(), pred.numel(), factor);
+  return dpred;
+}
+
 // ---- weight normalisation ----
 
 namespace {

@@ -110,6 +110,11 @@ CrossEntropyForward crossEntropy(const DeviceTensor& logits, const DeviceIds& ta
 DeviceTensor crossEntropyBackward(const DeviceTensor& logits, const DeviceIds& targets,
                                   const CrossEntropyForward& saved, double lossGradient = 1.0);
 
+// Mean over every element of (pred - target)^2, as rt::meanSquaredError: () f32.
+DeviceTensor meanSquaredError(const DeviceTensor& pred, const DeviceTensor& target);
+// d(pred) for d(loss) = lossGradient.
+DeviceTensor meanSquaredErrorBackward(const DeviceTensor& pred, const DeviceTensor& target, double lossGradient = 1.0);
+
 struct AttentionShape {
   int64_t batch = 1, seq = 1, heads = 1;
   double logitScale = 1.0;

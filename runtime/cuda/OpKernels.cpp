@@ -4,7 +4,7 @@ namespace einjit::cuda {
 namespace {
 
 // Bumped whenever the kernels change; part of the source text, hence of the cubin cache key.
-constexpr const char* kOpKernelsVersion = "einjit-op-kernels 2";
+constexpr const char* kOpKernelsVersion = "einjit-op-kernels 3";
 
 constexpr const char* kDevicePrelude = R"CUDA(#define EINJIT_FN __device__ __forceinline__
 #define EINJIT_KERNEL(name, params, call) \
@@ -701,6 +701,25 @@ EINJIT_FN void einjit_adamw_update(const einjit_adamw_tensor* tensors, const ein
   }
 }
 
+// ---- mean squared error, in one block (regression batches are small), fixed order ----
+template <class S>
+EINJIT_FN void einjit_mse(const S* p, const S* t, float* loss, long long n) {
+  __shared__ float scratch[32];
+  float sum = 0.0f;
+  for (long long i = threadIdx.x; i < n; i += blockDim.x) {
+    const float d = einjit_load(p, i) - einjit_load(t, i);
+    sum += d * d;
+  }
+  sum = einjit_block_sum(sum, scratch);
+  if (threadIdx.x == 0) loss[0] = sum / (float)n;
+}
+// dp = factor * (p - t), factor = 2 * d(loss) / n.
+template <class S>
+EINJIT_FN void einjit_mse_backward(const S* p, const S* t, S* dp, long long n, float factor) {
+  for (long long i = einjit_first_index(); i < n; i += einjit_index_stride())
+    einjit_store(dp, i, factor * (einjit_load(p, i) - einjit_load(t, i)));
+}
+
 // ---- weight normalisation of a layer core (structures.md section 4) ----
 // w (f32 master weights, n elements), gamma (f32 scalar or null: 1). One block sums w*w and,
 // for the backward pass, g*w in a fixed order into stats[0], stats[1].
@@ -813,6 +832,9 @@ EINJIT_FN void einjit_weight_norm_backward(const float* w, const float* gamma, c
                  const float* scalars, float beta1, float beta2, float eps, float biasCorrection2Sqrt), \
                 einjit_adamw_update<S>(tensors, chunks, chunkCount, scalars, beta1, beta2, eps, \
                                        biasCorrection2Sqrt);) \
+  EINJIT_KERNEL(einjit_mse_##tag, (const S* p, const S* t, float* loss, long long n), einjit_mse<S>(p, t, loss, n);) \
+  EINJIT_KERNEL(einjit_mse_backward_##tag, (const S* p, const S* t, S* dp, long long n, float factor), \
+                einjit_mse_backward<S>(p, t, dp, n, factor);) \
   EINJIT_KERNEL(einjit_weight_norm_stats_##tag, (const float* w, const S* g, float* stats, long long n), \
                 einjit_weight_norm_stats<S>(w, g, stats, n);) \
   EINJIT_KERNEL(einjit_weight_norm_apply_##tag, \

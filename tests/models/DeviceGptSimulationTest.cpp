@@ -13,6 +13,7 @@
 #include "einjit/error.h"
 #include "models/DeviceGpt.h"
 #include "runtime/optim/AdamW.h"
+#include "tests/models/DeviceModelChecks.h"
 #include "tests/runtime/cuda/HostOpDevice.h"
 
 namespace einjit::models {
@@ -30,13 +31,7 @@ void PrintTo(const GptCase& c, std::ostream* os) {
       << ", residual scale " << c.residualScale;
 }
 
-uint64_t nextRandom(uint64_t& state) {
-  state = state * 6364136223846793005ull + 1442695040888963407ull;
-  return state >> 11;
-}
-
-// A small GPT whose parameters are all moved off their init (the zeroed last cores would
-// otherwise leave most gradients zero).
+// A small GPT whose parameters are all moved off their init.
 Gpt makeModel(const GptCase& c) {
   GptConfig config;
   config.vocab = 23;
@@ -50,29 +45,14 @@ Gpt makeModel(const GptCase& c) {
   config.residualScale = c.residualScale;
   config.seed = 5;
   Gpt model(config);
-  uint64_t state = 17;
-  for (const rt::ParameterInfo& p : model.parameters())
-    for (int64_t i = 0; i < p.var->value.numel(); ++i)
-      p.var->value.set(i, p.var->value.get(i) + 0.3 * (static_cast<double>(nextRandom(state) % 2001) / 1000.0 - 1.0));
+  testing::perturbParameters(model.parameters(), 17, 0.3);
   return model;
 }
 
 std::vector<int32_t> randomTokens(int64_t count, int64_t vocab, uint64_t seed) {
   std::vector<int32_t> out(static_cast<std::size_t>(count));
-  for (int32_t& t : out) t = static_cast<int32_t>(nextRandom(seed) % static_cast<uint64_t>(vocab));
+  for (int32_t& t : out) t = static_cast<int32_t>(testing::nextRandom(seed) % static_cast<uint64_t>(vocab));
   return out;
-}
-
-// max |device - cpu| / max |cpu| (infinity for a shape mismatch or a non-finite value).
-double relativeError(const Tensor& device, const Tensor& cpu) {
-  if (device.shape() != cpu.shape()) return INFINITY;
-  double scale = 1e-30, error = 0;
-  for (int64_t i = 0; i < cpu.numel(); ++i) {
-    if (!std::isfinite(device.get(i))) return INFINITY;
-    scale = std::max(scale, std::abs(cpu.get(i)));
-    error = std::max(error, std::abs(device.get(i) - cpu.get(i)));
-  }
-  return error / scale;
 }
 
 // f32 on both sides, summed in other orders over chains of a dozen kernels.
@@ -89,40 +69,19 @@ TEST_P(DeviceGptSimulation, LossGradientsAndAdamWStepsMatchTheCpuModel) {
   const Gpt model = makeModel(GetParam());
   const int64_t batch = 2, seq = 7;
   DeviceGpt device(model, cuda::testing::hostOpDevice());
-  const rt::AdamWConfig adam{1e-2, 0.9, 0.95, 1e-8, 0.1, 1.0};
-  rt::AdamW cpuOptimizer(model.parameters(), adam);
-  cuda::DeviceAdamW deviceOptimizer(device.optimizerParameters(), adam);
-  std::vector<rt::Var> vars;
-  for (const rt::ParameterInfo& p : model.parameters()) vars.push_back(p.var);
-
-  for (int step = 0; step < 3; ++step) {
-    const std::vector<int32_t> tokens = randomTokens(batch * seq, 23, 100 + step);
-    const std::vector<int32_t> targets = randomTokens(batch * seq, 23, 200 + step);
-    rt::zeroGrad(vars);
-    rt::Tape tape;
-    const rt::Var loss = model.loss(tape, tokens, targets, batch, seq);
-    tape.backward(loss);
-    const double cpuLoss = loss->value.get(0);
-    const double deviceLoss = device.loss(tokens, targets, batch, seq, /*backward=*/true);
-    EXPECT_NEAR(deviceLoss, cpuLoss, kTolerance * std::abs(cpuLoss)) << "step " << step;
-    for (std::size_t i = 0; i < vars.size(); ++i) {
-      ASSERT_TRUE(device.gradients()[i].defined()) << vars[i]->name;
-      if (vanishingGradient(vars[i]->name)) continue;
-      EXPECT_LE(relativeError(device.gradients()[i].download(DType::F64), vars[i]->grad), kTolerance)
-          << "d " << vars[i]->name << ", step " << step;
-    }
-    const double cpuNorm = cpuOptimizer.step();
-    const double deviceNorm = deviceOptimizer.step(device.gradients());
-    EXPECT_NEAR(deviceNorm, cpuNorm, kTolerance * cpuNorm) << "step " << step;
-    for (std::size_t i = 0; i < vars.size(); ++i) {
-      if (vanishingGradient(vars[i]->name)) continue;
-      EXPECT_LE(relativeError(device.parameters()[i].download(DType::F64), vars[i]->value), kTolerance)
-          << vars[i]->name << " after step " << step;
-    }
-  }
+  auto tokens = [&](int step) { return randomTokens(batch * seq, 23, 100 + step); };
+  auto targets = [&](int step) { return randomTokens(batch * seq, 23, 200 + step); };
+  testing::expectDeviceStepsMatch(
+      model.parameters(),
+      {[&]() -> const std::vector<cuda::DeviceTensor>& { return device.gradients(); },
+       [&]() -> std::vector<cuda::DeviceTensor>& { return device.parameters(); }, device.optimizerParameters()},
+      [&](int step, rt::Tape& tape) { return model.loss(tape, tokens(step), targets(step), batch, seq); },
+      [&](int step) { return device.loss(tokens(step), targets(step), batch, seq, /*backward=*/true); }, 3,
+      kTolerance, vanishingGradient);
   device.copyParametersTo(model);
-  for (std::size_t i = 0; i < vars.size(); ++i)
-    EXPECT_EQ(relativeError(device.parameters()[i].download(DType::F64), vars[i]->value), 0.0) << vars[i]->name;
+  for (std::size_t i = 0; i < model.parameters().size(); ++i)
+    EXPECT_EQ(testing::relativeError(device.parameters()[i].download(DType::F64), model.parameters()[i].var->value), 0.0)
+        << model.parameters()[i].var->name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Structures, DeviceGptSimulation,
@@ -164,7 +123,7 @@ TEST(DeviceGptSimulationBf16, AutocastTracksTheF32CpuModel) {
     if (step == 0) {
       for (std::size_t i = 0; i < vars.size(); ++i) {
         ASSERT_EQ(device.gradients()[i].precision(), cuda::Precision::BF16) << vars[i]->name;
-        EXPECT_LE(relativeError(device.gradients()[i].download(DType::F64), vars[i]->grad), 6e-2) << "d " << vars[i]->name;
+        EXPECT_LE(testing::relativeError(device.gradients()[i].download(DType::F64), vars[i]->grad), 6e-2) << "d " << vars[i]->name;
       }
     }
     cpuOptimizer.step();

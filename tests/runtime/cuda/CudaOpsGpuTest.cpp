@@ -36,6 +36,7 @@ TEST_P(CudaOpsGpuStorage, ElementwiseEmbeddingLayerNormCrossEntropy) {
   checkLayerNorm(device, GetParam(), 4099, 768, true);
   checkActivations(device, GetParam(), 4099, 768);
   checkCrossEntropy(device, GetParam(), 4099, 50257 / 8, 1.0);
+  checkMeanSquaredError(device, GetParam(), 4099, 1, 1.0);
 }
 
 TEST_P(CudaOpsGpuStorage, Attention) {

@@ -289,6 +289,22 @@ void checkDeviceLinear(OpDevice& device, Precision precision, const std::string&
     expectClose(deviceGradients.dweights[k], gradients[k + 1], precision, what + ": d(weight " + std::to_string(k) + ")");
 }
 
+void checkMeanSquaredError(OpDevice& device, Precision precision, int64_t rows, int64_t width, double lossGradient) {
+  const Tensor pred = randomTensor({rows, width}, 31, precision), target = randomTensor({rows, width}, 32, precision);
+  rt::Tape tape;
+  const rt::Var cpuPred = leaf(pred);
+  const rt::Var loss = rt::meanSquaredError(tape, cpuPred, target);
+  Tensor seed(DType::F64, {});
+  seed.set(0, lossGradient);
+  tape.backward(loss, seed);
+  const DeviceTensor devicePred = DeviceTensor::upload(device, pred, precision);
+  const DeviceTensor deviceTarget = DeviceTensor::upload(device, target, precision);
+  // The loss is f32 in every storage precision.
+  expectClose(meanSquaredError(devicePred, deviceTarget), loss->value, Precision::F32, "mse");
+  expectClose(meanSquaredErrorBackward(devicePred, deviceTarget, lossGradient), cpuPred->grad, precision,
+              "mse d(pred)");
+}
+
 void checkWeightNorm(OpDevice& device, Precision precision, int64_t n, bool withGamma, bool clamped) {
   const std::string what = "weight norm of " + std::to_string(n) + (withGamma ? " with" : " without") + " gamma, " +
                            (clamped ? "clamped" : "not clamped");

@@ -33,6 +33,7 @@ void checkResidualOps(OpDevice& device, Precision precision, int64_t rows, int64
 void checkLayerNorm(OpDevice& device, Precision precision, int64_t rows, int64_t width, bool affine);
 void checkActivations(OpDevice& device, Precision precision, int64_t rows, int64_t width);
 void checkCrossEntropy(OpDevice& device, Precision precision, int64_t rows, int64_t vocab, double lossGradient);
+void checkMeanSquaredError(OpDevice& device, Precision precision, int64_t rows, int64_t width, double lossGradient);
 void checkAttention(OpDevice& device, Precision precision, const AttentionCase& c);
 void checkConversion(OpDevice& device, int64_t count);
 // The structured layer `spec` (built for dIn -> dOut) through DeviceLinear on `rows` rows,

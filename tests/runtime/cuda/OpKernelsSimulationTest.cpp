@@ -45,6 +45,11 @@ TEST_P(OpSimulation, CrossEntropy) {
 
 TEST_P(OpSimulation, AdamW) { checkAdamW(hostOpDevice(), GetParam(), 1.0, 3); }
 
+TEST_P(OpSimulation, MeanSquaredError) {
+  checkMeanSquaredError(hostOpDevice(), GetParam(), 300, 1, 1.0);  // more rows than threads
+  checkMeanSquaredError(hostOpDevice(), GetParam(), 7, 3, -0.5);
+}
+
 TEST_P(OpSimulation, WeightNorm) {
   for (bool withGamma : {true, false})
     for (bool clamped : {true, false}) checkWeightNorm(hostOpDevice(), GetParam(), 1000, withGamma, clamped);
