@@ -41,7 +41,7 @@ const std::vector<Entry>& entries() {
       {"teacher_width", &TrainConfig::teacherWidth, true, "teacher: hidden width of the teacher network"},
       {"data", &TrainConfig::data, false, "gpt2: text file (default data/sotu.txt); mlp: image .npz (default data/digits.npz)"},
       {"seed", &TrainConfig::seed, true, "seed of the initialisation and of the batches"},
-      {"device", &TrainConfig::device, false, "where to train: cpu, or cuda (gpt2; needs an NVIDIA GPU)"},
+      {"device", &TrainConfig::device, false, "where to train: cpu, or cuda (needs an NVIDIA GPU)"},
       {"precision", &TrainConfig::precision, false, "cuda: f32, or bf16 (autocast: bf16 compute over f32 master weights)"},
       {"steps", &TrainConfig::steps, false, "optimiser steps in total"},
       {"batch", &TrainConfig::batch, false, "examples (sequences for gpt2) per step"},
@@ -236,8 +236,6 @@ void validateTrainConfig(const TrainConfig& c) {
   require(c.hiddenLayers >= 0, "hidden_layers", "must be >= 0");
   require(c.teacherWidth >= 1, "teacher_width", "must be at least 1");
   require(c.device == "cpu" || c.device == "cuda", "device", "expected cpu or cuda, got '" + c.device + "'");
-  require(c.device == "cpu" || c.model == "gpt2", "device",
-          "cuda trains the gpt2 model only so far; train '" + c.model + "' with --device cpu");
   require(c.precision == "f32" || c.precision == "bf16", "precision", "expected f32 or bf16, got '" + c.precision + "'");
   require(c.precision == "f32" || c.device == "cuda", "precision", "bf16 autocast needs --device cuda");
   require(c.steps >= 1, "steps", "must be at least 1");

@@ -27,7 +27,7 @@ struct TrainConfig {
   int64_t teacherWidth = 1024;  // teacher: hidden width of the teacher network
   std::string data;             // gpt2: a text file (default data/sotu.txt); mlp: an image .npz
   uint64_t seed = 0;
-  std::string device = "cpu";    // cpu | cuda (gpt2 only)
+  std::string device = "cpu";    // cpu | cuda
   std::string precision = "f32";  // cuda: f32 | bf16 (autocast over f32 master weights)
 
   // Optimisation.

@@ -13,6 +13,7 @@
 
 #include "einjit/error.h"
 #include "models/DeviceGpt.h"
+#include "models/DeviceMlp.h"
 #include "models/Gpt.h"
 #include "models/MlpClassifier.h"
 #include "models/ResidualMlp.h"
@@ -84,17 +85,48 @@ class GptTask : public TrainTask {
     return sum / static_cast<double>(config_.evalBatches);
   }
 
-  const Gpt* gpt() const override { return &model_; }
-  data::TokenBatch tokenBatch(bool train, int64_t index) const override {
-    return data_.batch(train ? data::Split::Train : data::Split::Validation, config_.batch,
-                       static_cast<uint64_t>(index));
-  }
+  std::unique_ptr<DeviceTask> onDevice(cuda::OpDevice& device, cuda::Precision compute) override;
 
  private:
   TrainConfig config_;
   data::TextDataset data_;
   Gpt model_;
 };
+
+class GptDeviceTask : public DeviceTask {
+ public:
+  GptDeviceTask(const TrainConfig& config, const data::TextDataset& data, const Gpt& model, cuda::OpDevice& device,
+                cuda::Precision compute)
+      : config_(config), data_(data), cpuModel_(model), model_(model, device, compute) {}
+
+  double trainLoss(int64_t step) override {
+    const data::TokenBatch b = data_.batch(data::Split::Train, config_.batch, static_cast<uint64_t>(step));
+    return model_.loss(b.inputs, b.targets, config_.batch, config_.context, /*backward=*/true);
+  }
+  double evalLoss() override {
+    double sum = 0;
+    for (int64_t i = 0; i < config_.evalBatches; ++i) {
+      const data::TokenBatch b = data_.batch(data::Split::Validation, config_.batch, static_cast<uint64_t>(i));
+      sum += model_.loss(b.inputs, b.targets, config_.batch, config_.context, /*backward=*/false);
+    }
+    return sum / static_cast<double>(config_.evalBatches);
+  }
+  const std::vector<cuda::DeviceTensor>& gradients() const override { return model_.gradients(); }
+  std::vector<cuda::DeviceAdamW::Parameter> optimizerParameters() const override {
+    return model_.optimizerParameters();
+  }
+  void copyParametersToHost() const override { model_.copyParametersTo(cpuModel_); }
+
+ private:
+  const TrainConfig& config_;
+  const data::TextDataset& data_;
+  const Gpt& cpuModel_;
+  DeviceGpt model_;
+};
+
+std::unique_ptr<DeviceTask> GptTask::onDevice(cuda::OpDevice& device, cuda::Precision compute) {
+  return std::make_unique<GptDeviceTask>(config_, data_, model_, device, compute);
+}
 
 class TeacherRegressionTask : public TrainTask {
  public:
@@ -119,6 +151,32 @@ class TeacherRegressionTask : public TrainTask {
     tape.setRecording(false);
     const data::RegressionBatch& test = teacher_.testBatch();
     return model_.loss(tape, rt::constant(test.x), test.y)->value.get(0);
+  }
+
+  std::unique_ptr<DeviceTask> onDevice(cuda::OpDevice& device, cuda::Precision compute) override {
+    class Task : public DeviceTask {
+     public:
+      Task(TeacherRegressionTask& task, cuda::OpDevice& device, cuda::Precision compute)
+          : task_(task), model_(task.model_, device, compute) {}
+      double trainLoss(int64_t step) override {
+        const data::RegressionBatch b = task_.teacher_.trainBatch(task_.config_.batch, static_cast<uint64_t>(step));
+        return model_.loss(b.x, b.y, /*backward=*/true);
+      }
+      double evalLoss() override {
+        const data::RegressionBatch& test = task_.teacher_.testBatch();
+        return model_.loss(test.x, test.y, /*backward=*/false);
+      }
+      const std::vector<cuda::DeviceTensor>& gradients() const override { return model_.gradients(); }
+      std::vector<cuda::DeviceAdamW::Parameter> optimizerParameters() const override {
+        return model_.optimizerParameters();
+      }
+      void copyParametersToHost() const override { model_.copyParametersTo(task_.model_); }
+
+     private:
+      TeacherRegressionTask& task_;
+      DeviceResidualMlp model_;
+    };
+    return std::make_unique<Task>(*this, device, compute);
   }
 
  private:
@@ -151,6 +209,33 @@ class ImageClassificationTask : public TrainTask {
     tape.setRecording(false);
     data::ImageBatch test = data_.whole(data::Split::Validation);
     return model_.loss(tape, rt::constant(std::move(test.images)), test.labels)->value.get(0);
+  }
+
+  std::unique_ptr<DeviceTask> onDevice(cuda::OpDevice& device, cuda::Precision compute) override {
+    class Task : public DeviceTask {
+     public:
+      Task(ImageClassificationTask& task, cuda::OpDevice& device, cuda::Precision compute)
+          : task_(task), model_(task.model_, device, compute) {}
+      double trainLoss(int64_t step) override {
+        const data::ImageBatch b =
+            task_.data_.batch(data::Split::Train, task_.config_.batch, static_cast<uint64_t>(step));
+        return model_.loss(b.images, b.labels, /*backward=*/true);
+      }
+      double evalLoss() override {
+        const data::ImageBatch test = task_.data_.whole(data::Split::Validation);
+        return model_.loss(test.images, test.labels, /*backward=*/false);
+      }
+      const std::vector<cuda::DeviceTensor>& gradients() const override { return model_.gradients(); }
+      std::vector<cuda::DeviceAdamW::Parameter> optimizerParameters() const override {
+        return model_.optimizerParameters();
+      }
+      void copyParametersToHost() const override { model_.copyParametersTo(task_.model_); }
+
+     private:
+      ImageClassificationTask& task_;
+      DeviceMlpClassifier model_;
+    };
+    return std::make_unique<Task>(*this, device, compute);
   }
 
  private:
@@ -199,13 +284,9 @@ std::unique_ptr<TrainTask> makeTrainTask(const TrainConfig& config) {
   throw UserError("unknown model '" + config.model + "': expected gpt2, mlp or teacher");
 }
 
-data::TokenBatch TrainTask::tokenBatch(bool, int64_t) const {
-  throw UserError("this task has no token batches (it trains on the CPU only)");
-}
-
 struct Trainer::DeviceTraining {
   cuda::OpDevice& device;
-  std::unique_ptr<DeviceGpt> model;
+  std::unique_ptr<DeviceTask> task;
   std::unique_ptr<cuda::DeviceAdamW> optimizer;
 };
 
@@ -263,11 +344,9 @@ Trainer::Trainer(TrainConfig config, const Checkpoint* resumeFrom, cuda::OpDevic
   }
 
   if (config_.device == "cuda") {
-    const Gpt* gpt = task_->gpt();
-    if (gpt == nullptr) throw UserError("--device cuda trains the gpt2 model only so far");
     cuda::OpDevice& target = device ? *device : trainingGpu();
     const cuda::Precision precision = config_.precision == "bf16" ? cuda::Precision::BF16 : cuda::Precision::F32;
-    auto model = std::make_unique<DeviceGpt>(*gpt, target, precision);
+    auto model = task_->onDevice(target, precision);
     auto optimizer = std::make_unique<cuda::DeviceAdamW>(
         model->optimizerParameters(),
         rt::AdamWConfig{config_.lr, config_.beta1, config_.beta2, 1e-8, config_.weightDecay, config_.clip});
@@ -282,14 +361,7 @@ std::string Trainer::deviceDescription() const {
   return device_->device.name() + (config_.precision == "bf16" ? ", bf16 autocast" : ", f32");
 }
 
-double Trainer::deviceEvalLoss() {
-  double sum = 0;
-  for (int64_t i = 0; i < config_.evalBatches; ++i) {
-    const data::TokenBatch b = task_->tokenBatch(false, i);
-    sum += device_->model->loss(b.inputs, b.targets, config_.batch, config_.context, /*backward=*/false);
-  }
-  return sum / static_cast<double>(config_.evalBatches);
-}
+
 
 Trainer::~Trainer() = default;
 
@@ -300,7 +372,7 @@ void Trainer::saveCheckpoint() const {
   // On a device, the host model and optimiser are the checkpoint's staging copies: refreshed
   // from the device here, used for nothing else.
   if (device_) {
-    device_->model->copyParametersTo(*task_->gpt());
+    device_->task->copyParametersToHost();
     for (std::size_t i = 0; i < device_->optimizer->firstMoments().size(); ++i) {
       optimizer_->firstMoments()[i] = device_->optimizer->firstMoments()[i].download(DType::F32);
       optimizer_->secondMoments()[i] = device_->optimizer->secondMoments()[i].download(DType::F32);
@@ -356,10 +428,9 @@ TrainOutcome Trainer::run(std::ostream& console, int64_t stopAtStep) {
     };
     double lossValue = 0;
     if (device_) {
-      const data::TokenBatch b = task_->tokenBatch(true, step_);
-      lossValue = device_->model->loss(b.inputs, b.targets, config_.batch, config_.context, /*backward=*/true);
+      lossValue = device_->task->trainLoss(step_);
       checkFinite(lossValue);
-      device_->optimizer->step(device_->model->gradients(), lrFactor);
+      device_->optimizer->step(device_->task->gradients(), lrFactor);
     } else {
       rt::zeroGrad(vars);
       rt::Var loss = task_->trainLoss(tape, step_);
@@ -380,7 +451,7 @@ TrainOutcome Trainer::run(std::ostream& console, int64_t stopAtStep) {
     const bool last = step_ == config_.steps;
     const bool evaluate = config_.evalEvery > 0 && (step_ % config_.evalEvery == 0 || last);
     double evalLoss = -1;
-    if (evaluate) evalLoss = outcome.lastEvalLoss = device_ ? deviceEvalLoss() : task_->evalLoss();
+    if (evaluate) evalLoss = outcome.lastEvalLoss = device_ ? device_->task->evalLoss() : task_->evalLoss();
     secondsThisRun_ = std::chrono::duration<double>(Clock::now() - start).count();
 
     if (step_ % config_.logEvery == 0 || evaluate || last) {

@@ -10,9 +10,9 @@
 // changes no state, and every op is deterministic, so a run resumed from a checkpoint takes
 // exactly the steps (losses, parameters) of an uninterrupted one, on the device it ran on.
 //
-// device = cuda (gpt2): the steps run on the GPU (models/DeviceGpt.h: parameters, gradients and
-// AdamW's moments live there, f32 or bf16 autocast); checkpoints copy them back to the host, so
-// the checkpoint format is the same.
+// device = cuda: the steps run on the GPU (TrainTask::onDevice: models/DeviceGpt.h,
+// models/DeviceMlp.h; parameters, gradients and AdamW's moments live there, f32 or bf16
+// autocast); checkpoints copy them back to the host, so the checkpoint format is the same.
 #pragma once
 
 #include <cstdint>
@@ -24,14 +24,25 @@
 #include "models/Checkpoint.h"
 #include "models/Gpt.h"
 #include "models/TrainConfig.h"
-#include "models/data/TextDataset.h"
+#include "runtime/cuda/CudaOps.h"
 #include "runtime/optim/AdamW.h"
 
-namespace einjit::cuda {
-class OpDevice;
-}
-
 namespace einjit::models {
+
+// A task's model on a device (models/DeviceGpt.h, models/DeviceMlp.h) with the task's batches:
+// what the training loop runs when device = cuda.
+class DeviceTask {
+ public:
+  virtual ~DeviceTask() = default;
+  // The training loss on the batch of `step`; gradients() then hold its gradients.
+  virtual double trainLoss(int64_t step) = 0;
+  // As TrainTask::evalLoss.
+  virtual double evalLoss() = 0;
+  virtual const std::vector<cuda::DeviceTensor>& gradients() const = 0;
+  virtual std::vector<cuda::DeviceAdamW::Parameter> optimizerParameters() const = 0;
+  // Writes the device's parameters into the task's CPU model (TrainTask::parameters()).
+  virtual void copyParametersToHost() const = 0;
+};
 
 // A model with its data: what the loop trains.
 class TrainTask {
@@ -45,10 +56,9 @@ class TrainTask {
   // Mean loss over the fixed evaluation batches (nothing recorded, no state changed).
   virtual double evalLoss() = 0;
 
-  // For training on a device: the GPT this task trains (null: the task trains on the CPU only)
-  // and its token batches, of training step `index` or of evaluation batch `index`.
-  virtual const Gpt* gpt() const { return nullptr; }
-  virtual data::TokenBatch tokenBatch(bool train, int64_t index) const;
+  // The task's model and batches on `device`, computing in `compute` (f32 or bf16 autocast),
+  // from the current CPU parameters.
+  virtual std::unique_ptr<DeviceTask> onDevice(cuda::OpDevice& device, cuda::Precision compute) = 0;
 };
 
 // The char-level GPT (vocab 96) of a gpt2 TrainConfig.
@@ -99,9 +109,7 @@ class Trainer {
   std::string metricsPath() const;
 
  private:
-  struct DeviceTraining;  // the device model and optimiser (Trainer.cpp)
-
-  double deviceEvalLoss();
+  struct DeviceTraining;  // the device task and optimiser (Trainer.cpp)
 
   TrainConfig config_;
   std::unique_ptr<TrainTask> task_;

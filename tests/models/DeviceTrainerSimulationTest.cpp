@@ -1,5 +1,5 @@
 // The training loop with device = cuda, on the host simulation of the CUDA kernels: the same
-// losses as the CPU loop, bit-identical resume from a checkpoint on the device, checkpoints that
+// losses as the CPU loop (GPT, teacher regression, image classifier), bit-identical resume from a checkpoint on the device, checkpoints that
 // hold the device's state, bf16 autocast, and the errors around the option.
 #include <gtest/gtest.h>
 
@@ -11,6 +11,7 @@
 #include "einjit/error.h"
 #include "models/Checkpoint.h"
 #include "models/Trainer.h"
+#include "runtime/io/Npy.h"
 #include "tests/models/TestUtil.h"
 #include "tests/runtime/cuda/HostOpDevice.h"
 
@@ -130,8 +131,70 @@ TEST(DeviceTrainerErrors, TheOptionIsChecked) {
   c.device = "cuda";
   EXPECT_THROW(validateTrainConfig(c), UserError);
   c.precision = "f32";
+  EXPECT_NO_THROW(validateTrainConfig(c));
+}
+
+// The device loop's losses (every step) and last evaluation against the CPU loop's.
+void expectSameRun(const TrainConfig& cpu, const TrainConfig& device) {
+  Trainer cpuTrainer(cpu);
+  Trainer deviceTrainer(device, nullptr, &cuda::testing::hostOpDevice());
+  std::ostringstream log;
+  const TrainOutcome cpuOutcome = cpuTrainer.run(log);
+  const TrainOutcome deviceOutcome = deviceTrainer.run(log);
+  ASSERT_EQ(deviceTrainer.losses().size(), cpuTrainer.losses().size());
+  for (std::size_t k = 0; k < cpuTrainer.losses().size(); ++k)
+    EXPECT_NEAR(deviceTrainer.losses()[k], cpuTrainer.losses()[k], 1e-4 * cpuTrainer.losses()[k]) << "step " << k + 1;
+  EXPECT_NEAR(deviceOutcome.lastEvalLoss, cpuOutcome.lastEvalLoss, 1e-4 * cpuOutcome.lastEvalLoss);
+}
+
+TEST(DeviceTrainerSimulation, TeacherRegressionTakesTheStepsOfTheCpuLoop) {
+  ScratchDir dir;
+  TrainConfig c;
+  c.model = "teacher";
+  c.teacherWidth = 32;
+  c.width = 16;
+  c.blocks = 2;
+  c.batch = 16;
+  c.steps = 5;
+  c.lr = 1e-2;
+  c.evalEvery = 5;
+  c.logEvery = 1;
+  c.structure = "btt(rank=2, norm)";
+  c.out = dir / "cpu";
+  TrainConfig device = c;
+  device.device = "cuda";
+  device.out = dir / "device";
+  expectSameRun(c, device);
+}
+
+TEST(DeviceTrainerSimulation, ImageClassifierTakesTheStepsOfTheCpuLoop) {
+  ScratchDir dir;
+  const int64_t n = 24;
+  Tensor images(DType::F32, {n, 6}), labels(DType::F32, {n});
+  uint64_t state = 3;
+  for (int64_t i = 0; i < images.numel(); ++i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    images.set(i, static_cast<double>(state >> 40) / 16777216.0);
+  }
+  for (int64_t i = 0; i < n; ++i) labels.set(i, static_cast<double>(i % 3));
+  writeNpz(dir / "images.npz", {{"train_images", images}, {"train_labels", labels},
+                                {"test_images", images}, {"test_labels", labels}});
+  TrainConfig c;
   c.model = "mlp";
-  EXPECT_THROW(validateTrainConfig(c), UserError);  // the MLPs train on the CPU only so far
+  c.data = dir / "images.npz";
+  c.width = 16;
+  c.hiddenLayers = 2;
+  c.structure = "monarch(blocks=4)";
+  c.batch = 8;
+  c.steps = 5;
+  c.lr = 1e-2;
+  c.evalEvery = 5;
+  c.logEvery = 1;
+  c.out = dir / "cpu";
+  TrainConfig device = c;
+  device.device = "cuda";
+  device.out = dir / "device";
+  expectSameRun(c, device);
 }
 
 TEST(DeviceTrainerErrors, WithoutAGpuTheTrainerSaysWhy) {
