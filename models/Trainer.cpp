@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <ostream>
 #include <sstream>
 
@@ -56,6 +57,31 @@ cuda::OpDevice& trainingGpu() {
   return cuda::gpuOpDevice();
 }
 
+// A task's model on a device (DeviceGpt, DeviceResidualMlp, DeviceMlpClassifier) with the
+// task's losses: `train(model, step)` runs a step's forward and backward, `eval(model)` the
+// evaluation.
+template <class DeviceModel, class CpuModel>
+class DeviceModelTask : public DeviceTask {
+ public:
+  DeviceModelTask(const CpuModel& cpuModel, cuda::OpDevice& device, cuda::Precision compute,
+                  std::function<double(DeviceModel&, int64_t)> train, std::function<double(DeviceModel&)> eval)
+      : cpuModel_(cpuModel), model_(cpuModel, device, compute), train_(std::move(train)), eval_(std::move(eval)) {}
+
+  double trainLoss(int64_t step) override { return train_(model_, step); }
+  double evalLoss() override { return eval_(model_); }
+  const std::vector<cuda::DeviceTensor>& gradients() const override { return model_.gradients(); }
+  std::vector<cuda::DeviceAdamW::Parameter> optimizerParameters() const override {
+    return model_.optimizerParameters();
+  }
+  void copyParametersToHost() const override { model_.copyParametersTo(cpuModel_); }
+
+ private:
+  const CpuModel& cpuModel_;
+  DeviceModel model_;
+  std::function<double(DeviceModel&, int64_t)> train_;
+  std::function<double(DeviceModel&)> eval_;
+};
+
 class GptTask : public TrainTask {
  public:
   explicit GptTask(const TrainConfig& c)
@@ -93,39 +119,24 @@ class GptTask : public TrainTask {
   Gpt model_;
 };
 
-class GptDeviceTask : public DeviceTask {
- public:
-  GptDeviceTask(const TrainConfig& config, const data::TextDataset& data, const Gpt& model, cuda::OpDevice& device,
-                cuda::Precision compute)
-      : config_(config), data_(data), cpuModel_(model), model_(model, device, compute) {}
-
-  double trainLoss(int64_t step) override {
-    const data::TokenBatch b = data_.batch(data::Split::Train, config_.batch, static_cast<uint64_t>(step));
-    return model_.loss(b.inputs, b.targets, config_.batch, config_.context, /*backward=*/true);
-  }
-  double evalLoss() override {
-    double sum = 0;
-    for (int64_t i = 0; i < config_.evalBatches; ++i) {
-      const data::TokenBatch b = data_.batch(data::Split::Validation, config_.batch, static_cast<uint64_t>(i));
-      sum += model_.loss(b.inputs, b.targets, config_.batch, config_.context, /*backward=*/false);
-    }
-    return sum / static_cast<double>(config_.evalBatches);
-  }
-  const std::vector<cuda::DeviceTensor>& gradients() const override { return model_.gradients(); }
-  std::vector<cuda::DeviceAdamW::Parameter> optimizerParameters() const override {
-    return model_.optimizerParameters();
-  }
-  void copyParametersToHost() const override { model_.copyParametersTo(cpuModel_); }
-
- private:
-  const TrainConfig& config_;
-  const data::TextDataset& data_;
-  const Gpt& cpuModel_;
-  DeviceGpt model_;
-};
-
 std::unique_ptr<DeviceTask> GptTask::onDevice(cuda::OpDevice& device, cuda::Precision compute) {
-  return std::make_unique<GptDeviceTask>(config_, data_, model_, device, compute);
+  auto batch = [this](data::Split split, int64_t index) {
+    return data_.batch(split, config_.batch, static_cast<uint64_t>(index));
+  };
+  return std::make_unique<DeviceModelTask<DeviceGpt, Gpt>>(
+      model_, device, compute,
+      [this, batch](DeviceGpt& model, int64_t step) {
+        const data::TokenBatch b = batch(data::Split::Train, step);
+        return model.loss(b.inputs, b.targets, config_.batch, config_.context, /*backward=*/true);
+      },
+      [this, batch](DeviceGpt& model) {
+        double sum = 0;
+        for (int64_t i = 0; i < config_.evalBatches; ++i) {
+          const data::TokenBatch b = batch(data::Split::Validation, i);
+          sum += model.loss(b.inputs, b.targets, config_.batch, config_.context, /*backward=*/false);
+        }
+        return sum / static_cast<double>(config_.evalBatches);
+      });
 }
 
 class TeacherRegressionTask : public TrainTask {
@@ -154,29 +165,16 @@ class TeacherRegressionTask : public TrainTask {
   }
 
   std::unique_ptr<DeviceTask> onDevice(cuda::OpDevice& device, cuda::Precision compute) override {
-    class Task : public DeviceTask {
-     public:
-      Task(TeacherRegressionTask& task, cuda::OpDevice& device, cuda::Precision compute)
-          : task_(task), model_(task.model_, device, compute) {}
-      double trainLoss(int64_t step) override {
-        const data::RegressionBatch b = task_.teacher_.trainBatch(task_.config_.batch, static_cast<uint64_t>(step));
-        return model_.loss(b.x, b.y, /*backward=*/true);
-      }
-      double evalLoss() override {
-        const data::RegressionBatch& test = task_.teacher_.testBatch();
-        return model_.loss(test.x, test.y, /*backward=*/false);
-      }
-      const std::vector<cuda::DeviceTensor>& gradients() const override { return model_.gradients(); }
-      std::vector<cuda::DeviceAdamW::Parameter> optimizerParameters() const override {
-        return model_.optimizerParameters();
-      }
-      void copyParametersToHost() const override { model_.copyParametersTo(task_.model_); }
-
-     private:
-      TeacherRegressionTask& task_;
-      DeviceResidualMlp model_;
-    };
-    return std::make_unique<Task>(*this, device, compute);
+    return std::make_unique<DeviceModelTask<DeviceResidualMlp, ResidualMlp>>(
+        model_, device, compute,
+        [this](DeviceResidualMlp& model, int64_t step) {
+          const data::RegressionBatch b = teacher_.trainBatch(config_.batch, static_cast<uint64_t>(step));
+          return model.loss(b.x, b.y, /*backward=*/true);
+        },
+        [this](DeviceResidualMlp& model) {
+          const data::RegressionBatch& test = teacher_.testBatch();
+          return model.loss(test.x, test.y, /*backward=*/false);
+        });
   }
 
  private:
@@ -212,30 +210,16 @@ class ImageClassificationTask : public TrainTask {
   }
 
   std::unique_ptr<DeviceTask> onDevice(cuda::OpDevice& device, cuda::Precision compute) override {
-    class Task : public DeviceTask {
-     public:
-      Task(ImageClassificationTask& task, cuda::OpDevice& device, cuda::Precision compute)
-          : task_(task), model_(task.model_, device, compute) {}
-      double trainLoss(int64_t step) override {
-        const data::ImageBatch b =
-            task_.data_.batch(data::Split::Train, task_.config_.batch, static_cast<uint64_t>(step));
-        return model_.loss(b.images, b.labels, /*backward=*/true);
-      }
-      double evalLoss() override {
-        const data::ImageBatch test = task_.data_.whole(data::Split::Validation);
-        return model_.loss(test.images, test.labels, /*backward=*/false);
-      }
-      const std::vector<cuda::DeviceTensor>& gradients() const override { return model_.gradients(); }
-      std::vector<cuda::DeviceAdamW::Parameter> optimizerParameters() const override {
-        return model_.optimizerParameters();
-      }
-      void copyParametersToHost() const override { model_.copyParametersTo(task_.model_); }
-
-     private:
-      ImageClassificationTask& task_;
-      DeviceMlpClassifier model_;
-    };
-    return std::make_unique<Task>(*this, device, compute);
+    return std::make_unique<DeviceModelTask<DeviceMlpClassifier, MlpClassifier>>(
+        model_, device, compute,
+        [this](DeviceMlpClassifier& model, int64_t step) {
+          const data::ImageBatch b = data_.batch(data::Split::Train, config_.batch, static_cast<uint64_t>(step));
+          return model.loss(b.images, b.labels, /*backward=*/true);
+        },
+        [this](DeviceMlpClassifier& model) {
+          const data::ImageBatch test = data_.whole(data::Split::Validation);
+          return model.loss(test.images, test.labels, /*backward=*/false);
+        });
   }
 
  private:

@@ -20,33 +20,18 @@ namespace {
 
 using testing::ScratchDir;
 
-TrainConfig tinyGptConfig(const ScratchDir& dir, const std::string& out) {
-  testing::writeText(dir / "corpus.txt", testing::repetitiveCorpus());
-  TrainConfig c;
-  c.model = "gpt2";
-  c.data = dir / "corpus.txt";
-  c.nLayer = 1;
-  c.nHead = 2;
-  c.dModel = 16;
-  c.context = 8;
-  c.batch = 3;
-  c.structure = "btt(rank=2)";
-  c.lr = 1e-2;
-  c.warmup = 2;
-  c.schedule = "cosine";
+// testing::tinyGptConfig, six steps, evaluated every three.
+TrainConfig sixStepGptConfig(const ScratchDir& dir, const std::string& out) {
+  TrainConfig c = testing::tinyGptConfig(dir, out);
   c.steps = 6;
   c.evalEvery = 3;
-  c.evalBatches = 2;
-  c.checkpointEvery = 0;
-  c.logEvery = 1;
-  c.out = dir / out;
   return c;
 }
 
 TEST(DeviceTrainerSimulation, TakesTheStepsOfTheCpuLoop) {
   ScratchDir dir;
-  TrainConfig cpu = tinyGptConfig(dir, "cpu");
-  TrainConfig device = tinyGptConfig(dir, "device");
+  TrainConfig cpu = sixStepGptConfig(dir, "cpu");
+  TrainConfig device = sixStepGptConfig(dir, "device");
   device.device = "cuda";
   Trainer cpuTrainer(cpu);
   Trainer deviceTrainer(device, nullptr, &cuda::testing::hostOpDevice());
@@ -81,9 +66,9 @@ TEST(DeviceTrainerSimulation, TakesTheStepsOfTheCpuLoop) {
 
 TEST(DeviceTrainerSimulation, ResumesBitIdenticallyOnTheDevice) {
   ScratchDir dir;
-  TrainConfig whole = tinyGptConfig(dir, "whole");
+  TrainConfig whole = sixStepGptConfig(dir, "whole");
   whole.device = "cuda";
-  TrainConfig parts = tinyGptConfig(dir, "parts");
+  TrainConfig parts = sixStepGptConfig(dir, "parts");
   parts.device = "cuda";
   cuda::OpDevice& device = cuda::testing::hostOpDevice();
   std::ostringstream log;
@@ -105,8 +90,8 @@ TEST(DeviceTrainerSimulation, ResumesBitIdenticallyOnTheDevice) {
 
 TEST(DeviceTrainerSimulation, Bf16AutocastTracksTheCpuLoop) {
   ScratchDir dir;
-  TrainConfig cpu = tinyGptConfig(dir, "cpu");
-  TrainConfig device = tinyGptConfig(dir, "device");
+  TrainConfig cpu = sixStepGptConfig(dir, "cpu");
+  TrainConfig device = sixStepGptConfig(dir, "device");
   device.device = "cuda";
   device.precision = "bf16";
   Trainer cpuTrainer(cpu);
@@ -121,7 +106,7 @@ TEST(DeviceTrainerSimulation, Bf16AutocastTracksTheCpuLoop) {
 
 TEST(DeviceTrainerErrors, TheOptionIsChecked) {
   ScratchDir dir;
-  TrainConfig c = tinyGptConfig(dir, "run");
+  TrainConfig c = sixStepGptConfig(dir, "run");
   c.device = "tpu";
   EXPECT_THROW(validateTrainConfig(c), UserError);
   c.device = "cpu";
@@ -200,7 +185,7 @@ TEST(DeviceTrainerSimulation, ImageClassifierTakesTheStepsOfTheCpuLoop) {
 TEST(DeviceTrainerErrors, WithoutAGpuTheTrainerSaysWhy) {
   if (cuda::cudaAvailable()) GTEST_SKIP() << "a GPU is present";
   ScratchDir dir;
-  TrainConfig c = tinyGptConfig(dir, "run");
+  TrainConfig c = sixStepGptConfig(dir, "run");
   c.device = "cuda";
   try {
     Trainer trainer(c);

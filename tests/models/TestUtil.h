@@ -8,6 +8,8 @@
 #include <sstream>
 #include <string>
 
+#include "models/TrainConfig.h"
+
 namespace einjit::models::testing {
 
 // A fresh directory named after the running test, removed afterwards.
@@ -47,6 +49,31 @@ inline std::string repetitiveCorpus() {
   std::string text;
   for (int i = 0; i < 120; ++i) text += "the cat sat on the mat.\n";
   return text;
+}
+
+// A tiny char-GPT run on repetitiveCorpus(), written into `dir`: each step takes milliseconds.
+// Its output goes to dir/out; steps are the caller's.
+inline TrainConfig tinyGptConfig(const ScratchDir& dir, const std::string& out = "run") {
+  writeText(dir / "corpus.txt", repetitiveCorpus());
+  TrainConfig c;
+  c.model = "gpt2";
+  c.data = dir / "corpus.txt";
+  c.nLayer = 1;
+  c.nHead = 2;
+  c.dModel = 16;
+  c.context = 8;
+  c.batch = 4;
+  c.structure = "btt(rank=2)";
+  c.layers = "all_but_last";
+  c.lr = 1e-2;
+  c.warmup = 3;
+  c.schedule = "cosine";
+  c.evalEvery = 5;
+  c.evalBatches = 2;
+  c.checkpointEvery = 0;
+  c.logEvery = 1;
+  c.out = dir / out;
+  return c;
 }
 
 }  // namespace einjit::models::testing

@@ -20,29 +20,7 @@ namespace {
 
 using testing::ScratchDir;
 
-// A tiny char-GPT on a repetitive corpus: each step takes milliseconds.
-TrainConfig tinyGptConfig(const ScratchDir& dir) {
-  testing::writeText(dir / "corpus.txt", testing::repetitiveCorpus());
-  TrainConfig c;
-  c.model = "gpt2";
-  c.data = dir / "corpus.txt";
-  c.nLayer = 1;
-  c.nHead = 2;
-  c.dModel = 16;
-  c.context = 8;
-  c.batch = 4;
-  c.structure = "btt(rank=2)";
-  c.layers = "all_but_last";
-  c.lr = 1e-2;
-  c.warmup = 3;
-  c.schedule = "cosine";
-  c.evalEvery = 5;
-  c.evalBatches = 2;
-  c.checkpointEvery = 0;
-  c.logEvery = 1;
-  c.out = dir / "run";
-  return c;
-}
+using testing::tinyGptConfig;
 
 std::string errorOf(const std::function<void()>& f) {
   try {
