@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares what a session carries to the GPU machine (device tool `run`, carry limit 64 MiB in
-# all): the built einjit binary and the CUDA backend test program, plus the shared libraries
+# all): the built einjit binary and the GPU test programs (CUDA backend, op kernels and device
+# layers, device GPT), plus the shared libraries
 # they need that the GPU image (CUDA 13, NVRTC, PyTorch; no MLIR, no network) lacks, as the
 # Debian packages that hold them: libMLIR/libLLVM uncompressed exceed the limit, the .debs are
 # about a fifth of that. Every package of the programs' ldd closure is carried except the base
@@ -24,7 +25,8 @@ bundle=${2:-.gpu-bundle}
 limit=$((64 * 1024 * 1024))
 cd "$repo"
 
-programs=("$build/tools/einjit" "$build/tests/compiler/cuda/einjit_cuda_backend_tests")
+programs=("$build/tools/einjit" "$build/tests/compiler/cuda/einjit_cuda_backend_tests"
+          "$build/tests/runtime/cuda/einjit_runtime_cuda_gpu_tests" "$build/tests/models/test_device_gpt_gpu")
 BASE_PACKAGES=" libicu72 libxml2 zlib1g libstdc++6 libgcc-s1 liblzma5 libzstd1 libtinfo6 libffi8 "
 for program in "${programs[@]}"; do
   [[ -x $program ]] || { echo "gpu_bundle: $program is missing; build it first (ninja -C $build ...)" >&2; exit 1; }
@@ -54,6 +56,7 @@ mapfile -t packages < <(printf '%s\n' "${packages[@]}" ${GPU_BUNDLE_EXTRA:-} | s
 rm -rf "$bundle"
 mkdir -p "$bundle/debs" "$bundle/glibc" "$bundle/bin"
 cp "${programs[@]}" "$bundle/bin/"
+strip --strip-unneeded "$bundle"/bin/*  # their symbol tables are a few MiB of the carry limit
 (cd "$bundle/debs" && apt-get download "${packages[@]}" >/dev/null 2>&1) ||
   { echo "gpu_bundle: apt-get download ${packages[*]} failed" >&2; exit 1; }
 (cd "$bundle/glibc" && apt-get download libc6 >/dev/null 2>&1) ||
