@@ -2,12 +2,25 @@
 
 #include <utility>
 
+#include "compiler/cuda/CudaDriver.h"
 #include "compiler/kernel/KernelProgram.h"
 #include "einjit/error.h"
 
 namespace einjit::models {
 
 using cuda::DeviceTensor;
+
+cuda::OpDevice& usableGpu(const std::string& what, const std::string& instead) {
+  if (!cuda::cudaAvailable()) {
+    // The driver's reason ends with advice for the einsum commands; `instead` replaces it.
+    std::string reason = cuda::cudaUnavailableReason();
+    const std::string hint = "; use --target cpu";
+    if (reason.size() >= hint.size() && reason.compare(reason.size() - hint.size(), hint.size(), hint) == 0)
+      reason.resize(reason.size() - hint.size());
+    throw UserError(what + ": " + reason + "; " + instead);
+  }
+  return cuda::gpuOpDevice();
+}
 
 DeviceParameters::DeviceParameters(const std::vector<rt::ParameterInfo>& params, cuda::OpDevice& device,
                                    cuda::Precision compute, std::string what)

@@ -13,6 +13,10 @@
 
 namespace einjit::models {
 
+// The GPU, or UserError with the driver's reason: "<what>: <reason>; <instead>" (e.g. "--device
+// cuda: no CUDA driver: ...; train with --device cpu").
+cuda::OpDevice& usableGpu(const std::string& what, const std::string& instead);
+
 // A model's parameters (in its parameters() order) on a device: the f32 master weights, the
 // copies one step computes on (in the compute precision: the masters themselves at f32) and
 // that step's gradients (in the compute precision).

@@ -22,7 +22,6 @@
 #include "models/data/ImageDataset.h"
 #include "models/data/TeacherTask.h"
 #include "models/data/TextDataset.h"
-#include "compiler/cuda/CudaDriver.h"
 #include "runtime/cuda/OpDevice.h"
 #include "runtime/io/Npy.h"
 #include "runtime/ops/Ops.h"
@@ -43,18 +42,6 @@ std::string dataPath(const TrainConfig& c, const std::string& fallback, const st
     throw UserError("no --data given and the default data file '" + fallback + "' does not exist: " + how +
                     ", or pass --data FILE");
   return fallback;
-}
-
-// The GPU, or UserError with the driver's reason, worded for `train`.
-cuda::OpDevice& trainingGpu() {
-  if (!cuda::cudaAvailable()) {
-    std::string reason = cuda::cudaUnavailableReason();
-    const std::string hint = "; use --target cpu";
-    if (reason.size() >= hint.size() && reason.compare(reason.size() - hint.size(), hint.size(), hint) == 0)
-      reason.resize(reason.size() - hint.size());
-    throw UserError("--device cuda: " + reason + "; train with --device cpu");
-  }
-  return cuda::gpuOpDevice();
 }
 
 // A task's model on a device (DeviceGpt, DeviceResidualMlp, DeviceMlpClassifier) with the
@@ -328,7 +315,7 @@ Trainer::Trainer(TrainConfig config, const Checkpoint* resumeFrom, cuda::OpDevic
   }
 
   if (config_.device == "cuda") {
-    cuda::OpDevice& target = device ? *device : trainingGpu();
+    cuda::OpDevice& target = device ? *device : usableGpu("--device cuda", "train with --device cpu");
     const cuda::Precision precision = config_.precision == "bf16" ? cuda::Precision::BF16 : cuda::Precision::F32;
     auto model = task_->onDevice(target, precision);
     auto optimizer = std::make_unique<cuda::DeviceAdamW>(

@@ -34,6 +34,10 @@ struct GptOptions {
   double weightDecay = 0.0;
   double clipNorm = 1.0;
   uint64_t seed = 0;
+  // "cuda": trainStep runs on the GPU (parameters, gradients and AdamW's state there); logits
+  // and generate use the parameters as of the last step. "cpu" otherwise.
+  std::string device = "cpu";
+  std::string precision = "f32";  // cuda: "bf16" computes in bf16 over f32 master weights
 };
 
 class GptModel {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "compiler/cuda/CudaDriver.h"
 #include "einjit/einjit.h"
 #include "models/Trainer.h"
 #include "tests/models/TestUtil.h"
@@ -31,6 +32,28 @@ TEST(Api, TrainStepsLowerTheLossOnAFixedBatch) {
   EXPECT_EQ(decodeChars(model.generate(encodeChars("abcab"), 4, 0.0)), "cabc");
   EXPECT_THROW(model.trainStep(tokens, targets, 2, 9), UserError);
   EXPECT_THROW(encodeChars("caf\xc3\xa9"), UserError);
+}
+
+TEST(Api, DeviceOptionsAreChecked) {
+  GptOptions o = tiny();
+  o.device = "tpu";
+  EXPECT_THROW(GptModel{o}, UserError);
+  o.device = "cpu";
+  o.precision = "bf16";  // autocast is a GPU mode
+  EXPECT_THROW(GptModel{o}, UserError);
+  o.precision = "f16";
+  EXPECT_THROW(GptModel{o}, UserError);
+  if (cuda::cudaAvailable()) GTEST_SKIP() << "a GPU is present";
+  o.device = "cuda";
+  o.precision = "f32";
+  try {
+    GptModel model(o);
+    FAIL() << "device = cuda needs a GPU";
+  } catch (const UserError& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("GptOptions.device = \"cuda\": "), std::string::npos) << message;
+    EXPECT_NE(message.find("use device = \"cpu\""), std::string::npos) << message;
+  }
 }
 
 TEST(Api, LoadsTheModelOfATrainCheckpoint) {
