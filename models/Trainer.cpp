@@ -332,8 +332,6 @@ std::string Trainer::deviceDescription() const {
   return device_->device.name() + (config_.precision == "bf16" ? ", bf16 autocast" : ", f32");
 }
 
-
-
 Trainer::~Trainer() = default;
 
 std::string Trainer::checkpointPath() const { return (fs::path(config_.out) / "checkpoint.npz").string(); }
