@@ -40,8 +40,8 @@ struct LayerSpecs {
 };
 
 // With QK-LayerNorm the reference gives W_Q and W_K no weight-norm gains (their LayerNorms
-// would undo any gain): "btt(rank=4, norm)" becomes "btt(rank=4, norm, gain=false)". Theta
-// specs, whose route decides their gains, and specs that say `gain` themselves are kept.
+// would undo any gain): "btt(rank=4, norm)" becomes "btt(rank=4, norm, gain=false)". Specs that
+// say `gain` themselves are kept.
 std::string withoutNormGains(const std::string& spec) {
   if (spec.find('(') == std::string::npos) return spec;  // a bare name: no norm
   const StructureSpec parsed = parseStructureSpec(spec);
@@ -50,7 +50,7 @@ std::string withoutNormGains(const std::string& spec) {
     norm = norm || (arg.key == "norm" && arg.value == "true");
     gain = gain || arg.key == "gain";
   }
-  if (!norm || gain || parsed.name == "theta" || parsed.name == "einsum") return spec;
+  if (!norm || gain) return spec;
   const std::size_t close = spec.rfind(')');
   return spec.substr(0, close) + ", gain=false" + spec.substr(close);
 }

@@ -89,7 +89,8 @@ ir::Taxonomy thetaTaxonomy(const Theta& theta);
 // True when the rounded sizes put the point on the BTT route (b = d = 1).
 inline bool isBttRoute(const ThetaSizes& sizes) { return sizes.b == 1 && sizes.d == 1; }
 // `norm` requests weight normalisation; its flavour follows from the rounded sizes.
-void buildTheta(ir::LayerProgram& program, bool norm, const Theta& theta, const ThetaSizes& sizes);
+// norm: btt_norm on the BTT route (with gains unless `gains` is false), einsum_norm (no gains) off it.
+void buildTheta(ir::LayerProgram& program, bool norm, bool gains, const Theta& theta, const ThetaSizes& sizes);
 
 // The candidate nearest to `word` by edit distance when it is a plausible typo (at most 2 edits,
 // fewer than half the longer word), for "did you mean" hints.

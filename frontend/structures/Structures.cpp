@@ -21,7 +21,7 @@ constexpr int64_t kMaxSize = int64_t{1} << 40;
 // The c-core builders give every factor and rank axis its own einsum letter.
 constexpr int64_t kMaxCores = 16;
 
-// The keys a structure accepts: in, out, its own, norm, gain (not theta, whose route decides), base.
+// The keys a structure accepts: in, out, its own, norm, gain, base.
 std::vector<std::string> keysFor(const std::string& structure) {
   std::vector<std::string> keys = {"in", "out"};
   if (structure == "lowrank") keys.insert(keys.end(), {"rank"});
@@ -30,9 +30,7 @@ std::vector<std::string> keysFor(const std::string& structure) {
   if (structure == "monarch") keys.insert(keys.end(), {"blocks"});
   if (structure == "theta")
     keys.insert(keys.end(), {"alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho"});
-  keys.push_back("norm");
-  if (structure != "theta") keys.push_back("gain");
-  keys.push_back("base");
+  keys.insert(keys.end(), {"norm", "gain", "base"});
   return keys;
 }
 
@@ -191,7 +189,8 @@ ir::LayerProgram build(const StructureSpec& spec, std::optional<int64_t> dInOver
   program.spec = normalisedSpec(spec, program.dIn, program.dOut);
   const bool norm = args.flag("norm");
   // gain=false: btt_norm without the learnable gains (the reference's W_Q and W_K under
-  // QK-LayerNorm, whose LayerNorms would undo any gain).
+  // QK-LayerNorm, whose LayerNorms would undo any gain); theta points off the BTT route
+  // (einsum_norm) have none anyway.
   if (const StructureArg* gain = args.find("gain"); gain && !norm)
     args.failAt(gain->keyLoc, "'gain' applies to weight normalisation; add 'norm' or drop 'gain'");
   const bool gains = !args.find("gain") || args.flag("gain");
@@ -240,7 +239,7 @@ ir::LayerProgram build(const StructureSpec& spec, std::optional<int64_t> dInOver
     };
     checkMismatch(structures::checkedProduct({sizes.g, sizes.b, sizes.a}), program.dIn, "g*b*a (for in)");
     checkMismatch(structures::checkedProduct({sizes.f, sizes.e, sizes.d}), program.dOut, "f*e*d (for out)");
-    structures::buildTheta(program, norm, theta, sizes);
+    structures::buildTheta(program, norm, gains, theta, sizes);
   }
   if (base) program.attributes.emplace_back("base", std::to_string(*base));
   applyMup(program, base.value_or(0));

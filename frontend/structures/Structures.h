@@ -8,8 +8,8 @@
 //      "theta(in=256, out=256, alpha=0.5, beta=0, gamma=0.5, delta=0, epsilon=0.5, phi=0.5, rho=0)"
 //
 // Names: dense, lowrank, kron, tt, monarch, btt, theta; aliases low_rank, kronecker, einsum (theta).
-// Keys of every structure: in, out (widths, 1..2^40), norm (bool), base (muP base width);
-// but theta: gain (bool, default true; false: norm without the learnable gains).
+// Keys of every structure: in, out (widths, 1..2^40), norm (bool), gain (bool, default true;
+// false: norm without the learnable gains), base (muP base width).
 //   lowrank: rank (default ceil(sqrt(min(in, out))))    kron: factors (2..16, default 2)
 //   tt, btt: rank (default 1), cores (2..16, default 2)  monarch: blocks (>= 1 or -1, default 4)
 //   theta: alpha beta gamma delta epsilon phi rho (all required, in [0, 1])

@@ -45,7 +45,7 @@ ir::Taxonomy thetaTaxonomy(const Theta& t) {
 //   Y[z,f,e,d]     = sum_{r,g,b} Z[z,f,d,r,g,b] B[f,e,r,g,b]
 // y = Y viewed (N, f*e*d), padded/truncated to d_out. Size-1 axes are kept in the einsums (the
 // letters are the size names of structures.md; the row axis is 'z').
-void buildTheta(ir::LayerProgram& program, bool norm, const Theta& theta, const ThetaSizes& s) {
+void buildTheta(ir::LayerProgram& program, bool norm, bool gains, const Theta& theta, const ThetaSizes& s) {
   const bool btt = isBttRoute(s);
   const int64_t paddedIn = checkedProduct({s.g, s.b, s.a});
   const int64_t paddedOut = checkedProduct({s.f, s.e, s.d});
@@ -63,7 +63,10 @@ void buildTheta(ir::LayerProgram& program, bool norm, const Theta& theta, const 
     program.attributes.emplace_back("degenerate", "true");
   program.taxonomy = thetaTaxonomy(theta);
 
-  const NormKind kind = !norm ? NormKind::None : btt ? NormKind::BttNorm : NormKind::EinsumNorm;
+  const NormKind kind = !norm  ? NormKind::None
+                        : !btt ? NormKind::EinsumNorm
+                        : gains ? NormKind::BttNorm
+                                : NormKind::BttNormWithoutGain;
   if (norm) program.attributes.emplace_back("norm", btt ? "btt_norm" : "einsum_norm");
   ProgramBuilder builder(program, kind);
   const ir::ValueId x = builder.reshape(builder.resizeFeatures(builder.input(), paddedIn),

@@ -62,15 +62,14 @@ def layer_spec(template, d_in, d_out):
 
 def without_norm_gains(template):
     """With QK-LayerNorm the reference gives W_Q and W_K no weight-norm gains:
-    'btt(rank=4, norm)' -> 'btt(rank=4, norm, gain=false)' (theta and templates that say `gain`
-    themselves are kept), as models/Gpt.cpp does."""
+    'btt(rank=4, norm)' -> 'btt(rank=4, norm, gain=false)' (templates that say `gain` themselves
+    are kept), as models/Gpt.cpp does."""
     match = re.fullmatch(r"\s*(\w+)\s*(?:\((.*)\))?\s*", template, re.S)
     if not match or match.group(2) is None:
         return template
     items = [item.strip() for item in match.group(2).split(",")]
     keys = {item.partition("=")[0].strip(): item.partition("=")[2].strip() or "true" for item in items if item}
-    name = STRUCTURE_ALIASES.get(match.group(1).lower(), match.group(1).lower())
-    if keys.get("norm") != "true" or "gain" in keys or name == "theta":
+    if keys.get("norm") != "true" or "gain" in keys:
         return template
     close = template.rindex(")")
     return template[:close] + ", gain=false" + template[close:]

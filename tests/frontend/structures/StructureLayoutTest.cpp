@@ -288,7 +288,6 @@ TEST(BuildLayer, RejectsBadArguments) {
                    "out, rank, cores, norm, gain, base)");
   expectBuildError("dense(in=4, out=4, rank=2)", 1, 20, "valid arguments: in, out, norm, gain, base");
   expectBuildError("btt(in=4, out=4, gain=false)", 1, 18, "'gain' applies to weight normalisation");
-  expectBuildError("theta(in=4, out=4, gain=false)", 1, 20, "unknown argument 'gain' for theta");
   expectBuildError("monarch(in=4, out=4, block=2)", 1, 22, "did you mean 'blocks'?");
   expectBuildError("btt(in=4, out=4, rank=2, rank=3)", 1, 26,
                    "duplicate argument 'rank' (first given at line 1, column 18)");

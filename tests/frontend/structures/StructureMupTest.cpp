@@ -165,6 +165,15 @@ TEST(Mup, WeightNormWithoutGains) {
       EXPECT_GT(op.normSigma, 0);
     }
   EXPECT_EQ(norms, 2);
+  // Theta on the BTT route takes gain=false the same way; off it, einsum_norm has no gains.
+  const std::string bttPoint = "theta(in=64, out=64, alpha=0.5, beta=0, gamma=0.5, delta=0, epsilon=0.5, phi=0.5, rho=0";
+  EXPECT_EQ(buildLayer(bttPoint + ", norm)").params.size(), 4u);
+  EXPECT_EQ(buildLayer(bttPoint + ", norm, gain=false)").params.size(), 2u);
+  for (const ir::Op& op : buildLayer(bttPoint + ", norm, gain=false)").ops) {
+    if (op.kind == ir::OpKind::WeightNorm) {
+      EXPECT_EQ(op.normEps, 1e-8);
+    }
+  }
   // gain=true is the default.
   EXPECT_EQ(buildLayer("btt(in=64, out=64, norm, gain=true)").params.size(),
             buildLayer("btt(in=64, out=64, norm)").params.size());
