@@ -111,23 +111,10 @@ void launch(const LoadedCudaProgram& compiled, int64_t rows, const std::vector<C
     scratch.push_back(std::make_unique<DeviceBuffer>(buffer.bytes(rows)));
     pointers.push_back(scratch.back()->pointer());
   }
-  const DriverApi& api = driver();
-  long long rowArgument = rows;
-  for (std::size_t k = 0; k < compiled.program.launches.size(); ++k) {
-    const KernelLaunch& launch = compiled.program.launches[k];
-    const int64_t grid = gridBlocks(launch, rows);
-    if (grid == 0) continue;
-    if (grid > 0x7fffffff)
-      throw UserError(compiled.program.name + ": " + std::to_string(rows) + " rows need more blocks than CUDA allows");
-    long long chunks = chunkCount(launch, rows);
-    std::vector<void*> args = {&rowArgument, &chunks};
-    for (CUdeviceptr& pointer : pointers) args.push_back(&pointer);
-    check(api.cuLaunchKernel(compiled.functions[k], static_cast<unsigned>(grid), 1, 1,
-                             static_cast<unsigned>(launch.threads), 1, 1,
-                             static_cast<unsigned>(launch.sharedBytes), nullptr, args.data(), nullptr),
-          "cuLaunchKernel");
-  }
-  check(api.cuCtxSynchronize(), "cuCtxSynchronize");
+  forEachLaunch(compiled.program, rows, [&](std::size_t k, unsigned grid, long long chunks) {
+    launchCudaKernel(compiled, k, grid, rows, chunks, pointers);
+  });
+  check(driver().cuCtxSynchronize(), "cuCtxSynchronize");
 }
 
 Shape concreteShape(Shape shape, int64_t rows) {
@@ -253,6 +240,17 @@ std::shared_ptr<const LoadedCudaProgram> loadCudaProgram(const KernelProgram& ke
   }
   std::lock_guard lock(mutex);
   return memory.try_emplace(key, std::move(compiled)).first->second;
+}
+
+void launchCudaKernel(const LoadedCudaProgram& loaded, std::size_t k, unsigned grid, long long rows,
+                      long long chunks, const std::vector<CUdeviceptr>& buffers) {
+  const KernelLaunch& launch = loaded.program.launches.at(k);
+  std::vector<CUdeviceptr> pointers = buffers;
+  std::vector<void*> args = {&rows, &chunks};
+  for (CUdeviceptr& pointer : pointers) args.push_back(&pointer);
+  check(driver().cuLaunchKernel(loaded.functions[k], grid, 1, 1, static_cast<unsigned>(launch.threads), 1, 1,
+                                static_cast<unsigned>(launch.sharedBytes), nullptr, args.data(), nullptr),
+        launch.kernel.c_str());
 }
 
 Tensor cudaLayerForward(const ir::LayerProgram& layer, const TensorMap& params, const Tensor& x,

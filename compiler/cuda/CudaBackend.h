@@ -57,6 +57,10 @@ struct LoadedCudaProgram {
 };
 std::shared_ptr<const LoadedCudaProgram> loadCudaProgram(const KernelProgram& kernel, Precision precision,
                                                          const cpu::CacheOptions& cache = {});
+// Launches launch k of `loaded` on `grid` blocks (asynchronously) with the kernels' arguments:
+// rows, chunks, then the buffers (inputs, outputs, scratch).
+void launchCudaKernel(const LoadedCudaProgram& loaded, std::size_t k, unsigned grid, long long rows,
+                      long long chunks, const std::vector<CUdeviceptr>& buffers);
 
 // Layer and einsum entry points (host tensors in and out, as cpuLayerForward and friends).
 // Throw UserError with cudaUnavailableReason() when there is no usable GPU.

@@ -1209,6 +1209,17 @@ int64_t gridBlocks(const KernelLaunch& launch, int64_t rows) {
   return 0;
 }
 
+void forEachLaunch(const CudaProgram& program, int64_t rows,
+                   const std::function<void(std::size_t k, unsigned grid, long long chunks)>& launch) {
+  for (std::size_t k = 0; k < program.launches.size(); ++k) {
+    const int64_t grid = gridBlocks(program.launches[k], rows);
+    if (grid == 0) continue;
+    if (grid > 0x7fffffff)
+      throw UserError(program.name + ": " + std::to_string(rows) + " rows need more blocks than CUDA allows");
+    launch(k, static_cast<unsigned>(grid), chunkCount(program.launches[k], rows));
+  }
+}
+
 CudaProgram emitCuda(const KernelProgram& program, const EmitOptions& options) {
   return Emitter(program, options).render(Flavour::Cuda);
 }

@@ -31,6 +31,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -98,6 +99,12 @@ struct CudaProgram {
 int64_t chunkCount(const KernelLaunch& launch, int64_t rows);
 // Blocks of a launch for `rows`; 0 means the launch has nothing to do.
 int64_t gridBlocks(const KernelLaunch& launch, int64_t rows);
+
+// Calls launch(k, grid, chunks) for every launch k of `program` that has work for `rows`, in
+// launch order (the walk every launcher shares: GPU, device programs, host simulation); UserError
+// when a grid needs more blocks than CUDA allows.
+void forEachLaunch(const CudaProgram& program, int64_t rows,
+                   const std::function<void(std::size_t k, unsigned grid, long long chunks)>& launch);
 
 // Throws UserError when the program cannot be rendered (checkKernelProgram's errors, or a row
 // value that needs a row sum first, which would take two passes over the rows).

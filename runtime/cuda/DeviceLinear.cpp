@@ -15,14 +15,9 @@ void runDeviceProgram(OpDevice& device, DeviceProgram& program, int64_t rows, co
     scratch.push_back(device.allocate(static_cast<std::size_t>(buffer.bytes(rows))));
     arguments.push_back(scratch.back()->address());
   }
-  for (std::size_t k = 0; k < rendering.launches.size(); ++k) {
-    const KernelLaunch& launch = rendering.launches[k];
-    const int64_t grid = gridBlocks(launch, rows);
-    if (grid == 0) continue;
-    if (grid > 0x7fffffff)
-      throw UserError(rendering.name + ": " + std::to_string(rows) + " rows need more blocks than CUDA allows");
-    program.launch(k, static_cast<unsigned>(grid), rows, chunkCount(launch, rows), arguments);
-  }
+  forEachLaunch(rendering, rows, [&](std::size_t k, unsigned grid, long long chunks) {
+    program.launch(k, grid, rows, chunks, arguments);
+  });
   // The scratch goes back to the allocator now; kernels run in launch order on one stream, so
   // the next user of a block only runs after these kernels.
 }

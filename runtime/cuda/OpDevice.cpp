@@ -28,14 +28,9 @@ class GpuDeviceProgram final : public DeviceProgram {
 
   void launch(std::size_t k, unsigned grid, long long rows, long long chunks,
               const std::vector<uint64_t>& buffers) override {
-    const KernelLaunch& shape = rendering().launches.at(k);
-    std::vector<CUdeviceptr> pointers(buffers.begin(), buffers.end());
-    std::vector<void*> args = {&rows, &chunks};
-    for (CUdeviceptr& pointer : pointers) args.push_back(&pointer);
-    check(driver().cuLaunchKernel(loaded_->functions[k], grid, 1, 1, static_cast<unsigned>(shape.threads), 1, 1,
-                                  static_cast<unsigned>(shape.sharedBytes), nullptr, args.data(), nullptr),
-          shape.kernel.c_str());
+    launchCudaKernel(*loaded_, k, grid, rows, chunks, std::vector<CUdeviceptr>(buffers.begin(), buffers.end()));
   }
+
 
  private:
   std::shared_ptr<const LoadedCudaProgram> loaded_;
@@ -85,13 +80,9 @@ class GpuOpDevice final : public OpDevice {
   int64_t sharedBytesPerBlock() const override { return deviceInfo().sharedBytesPerBlockOptin; }
   int64_t multiprocessors() const override { return deviceInfo().multiprocessors; }
 
+  // loadCudaProgram compiles and loads each program once per process (memory and disk caches).
   std::shared_ptr<DeviceProgram> loadProgram(const KernelProgram& program, Precision precision) override {
-    const std::string key = program.fingerprint() + precisionName(precision);
-    std::lock_guard lock(mutex_);
-    if (auto found = programs_.find(key); found != programs_.end()) return found->second;
-    auto loaded = std::make_shared<GpuDeviceProgram>(loadCudaProgram(program, precision));
-    programs_.emplace(key, loaded);
-    return loaded;
+    return std::make_shared<GpuDeviceProgram>(loadCudaProgram(program, precision));
   }
 
  private:
@@ -114,7 +105,6 @@ class GpuOpDevice final : public OpDevice {
   CUmodule module_ = nullptr;
   std::mutex mutex_;
   std::unordered_map<std::string, CUfunction> functions_;
-  std::unordered_map<std::string, std::shared_ptr<DeviceProgram>> programs_;
 };
 
 }  // namespace

@@ -110,20 +110,19 @@ std::vector<Tensor> simulateOnHost(const KernelProgram& program, const EmitOptio
   std::vector<void*> pointers;
   for (auto& buffer : buffers) pointers.push_back(buffer.data());
 
-  for (const KernelLaunch& launch : device.launches) {
-    const int64_t grid = gridBlocks(launch, rows);
-    if (grid == 0) continue;
+  forEachLaunch(device, rows, [&](std::size_t k, unsigned grid, long long chunks) {
+    const KernelLaunch& launch = device.launches[k];
     auto kernel = reinterpret_cast<PackedKernel>(dlsym(handle, (launch.kernel + "_packed").c_str()));
     if (kernel == nullptr) throw std::runtime_error("missing kernel " + launch.kernel);
     std::vector<unsigned char> shared(launch.sharedBytes, 0xff);
-    kernel(rows, chunkCount(launch, rows), pointers.data(), static_cast<unsigned>(grid),
-           static_cast<unsigned>(launch.threads), shared.data());
+    kernel(rows, chunks, pointers.data(), grid, static_cast<unsigned>(launch.threads), shared.data());
     if (const char* problem = problemOf()) {
       const std::string message = launch.kernel + ": " + problem;
       dlclose(handle);
       throw std::runtime_error(message);
     }
-  }
+  });
+
   dlclose(handle);
   std::filesystem::remove_all(std::filesystem::path(library).parent_path());
 
