@@ -90,39 +90,38 @@ class GptTask : public TrainTask {
   double evalLoss() override {
     rt::Tape tape;
     tape.setRecording(false);
-    double sum = 0;
-    for (int64_t i = 0; i < config_.evalBatches; ++i) {
-      const data::TokenBatch b = data_.batch(data::Split::Validation, config_.batch, static_cast<uint64_t>(i));
-      sum += model_.loss(tape, b.inputs, b.targets, config_.batch, config_.context)->value.get(0);
-    }
-    return sum / static_cast<double>(config_.evalBatches);
+    return meanEvalLoss([&](const data::TokenBatch& b) {
+      return model_.loss(tape, b.inputs, b.targets, config_.batch, config_.context)->value.get(0);
+    });
   }
 
   std::unique_ptr<DeviceTask> onDevice(cuda::OpDevice& device, cuda::Precision compute) override;
 
  private:
+  // The mean of `lossOf` over the fixed evaluation batches.
+  double meanEvalLoss(const std::function<double(const data::TokenBatch&)>& lossOf) const {
+    double sum = 0;
+    for (int64_t i = 0; i < config_.evalBatches; ++i)
+      sum += lossOf(data_.batch(data::Split::Validation, config_.batch, static_cast<uint64_t>(i)));
+    return sum / static_cast<double>(config_.evalBatches);
+  }
+
   TrainConfig config_;
   data::TextDataset data_;
   Gpt model_;
 };
 
 std::unique_ptr<DeviceTask> GptTask::onDevice(cuda::OpDevice& device, cuda::Precision compute) {
-  auto batch = [this](data::Split split, int64_t index) {
-    return data_.batch(split, config_.batch, static_cast<uint64_t>(index));
-  };
   return std::make_unique<DeviceModelTask<DeviceGpt, Gpt>>(
       model_, device, compute,
-      [this, batch](DeviceGpt& model, int64_t step) {
-        const data::TokenBatch b = batch(data::Split::Train, step);
+      [this](DeviceGpt& model, int64_t step) {
+        const data::TokenBatch b = data_.batch(data::Split::Train, config_.batch, static_cast<uint64_t>(step));
         return model.loss(b.inputs, b.targets, config_.batch, config_.context, /*backward=*/true);
       },
-      [this, batch](DeviceGpt& model) {
-        double sum = 0;
-        for (int64_t i = 0; i < config_.evalBatches; ++i) {
-          const data::TokenBatch b = batch(data::Split::Validation, i);
-          sum += model.loss(b.inputs, b.targets, config_.batch, config_.context, /*backward=*/false);
-        }
-        return sum / static_cast<double>(config_.evalBatches);
+      [this](DeviceGpt& model) {
+        return meanEvalLoss([&](const data::TokenBatch& b) {
+          return model.loss(b.inputs, b.targets, config_.batch, config_.context, /*backward=*/false);
+        });
       });
 }
 
@@ -286,9 +285,8 @@ Trainer::Trainer(TrainConfig config, const Checkpoint* resumeFrom, cuda::OpDevic
   if (!resumeFrom && fs::exists(checkpointPath()))
     throw UserError("'" + checkpointPath() + "' already exists: pass --resume to continue that run, or choose another --out");
   task_ = makeTrainTask(config_);
-  optimizer_ = std::make_unique<rt::AdamW>(
-      task_->parameters(),
-      rt::AdamWConfig{config_.lr, config_.beta1, config_.beta2, 1e-8, config_.weightDecay, config_.clip});
+  const rt::AdamWConfig adam{config_.lr, config_.beta1, config_.beta2, 1e-8, config_.weightDecay, config_.clip};
+  optimizer_ = std::make_unique<rt::AdamW>(task_->parameters(), adam);
   schedule_.kind = config_.schedule == "cosine" ? rt::LrSchedule::Kind::Cosine : rt::LrSchedule::Kind::Constant;
   schedule_.warmupSteps = config_.warmup;
   schedule_.totalSteps = config_.steps;
@@ -318,9 +316,7 @@ Trainer::Trainer(TrainConfig config, const Checkpoint* resumeFrom, cuda::OpDevic
     cuda::OpDevice& target = device ? *device : usableGpu("--device cuda", "train with --device cpu");
     const cuda::Precision precision = config_.precision == "bf16" ? cuda::Precision::BF16 : cuda::Precision::F32;
     auto model = task_->onDevice(target, precision);
-    auto optimizer = std::make_unique<cuda::DeviceAdamW>(
-        model->optimizerParameters(),
-        rt::AdamWConfig{config_.lr, config_.beta1, config_.beta2, 1e-8, config_.weightDecay, config_.clip});
+    auto optimizer = std::make_unique<cuda::DeviceAdamW>(model->optimizerParameters(), adam);
     // A resumed run's moments and step, as loaded into the host optimiser above.
     if (resumeFrom) optimizer->restore(optimizer_->firstMoments(), optimizer_->secondMoments(), step_);
     device_ = std::make_unique<DeviceTraining>(DeviceTraining{target, std::move(model), std::move(optimizer)});
