@@ -1,6 +1,5 @@
 #include "models/DeviceGpt.h"
 
-#include <cmath>
 #include <map>
 #include <string>
 
@@ -79,16 +78,11 @@ DeviceGpt::~DeviceGpt() = default;
 double DeviceGpt::loss(const std::vector<int32_t>& tokens, const std::vector<int32_t>& targets, int64_t batch,
                        int64_t seq, bool withBackward) {
   const GptConfig& c = config_;
-  if (batch < 1 || seq < 1 || seq > c.context)
-    throw UserError("GPT input: need batch >= 1 and 1 <= seq <= context (" + std::to_string(c.context) +
-                    "), got batch " + std::to_string(batch) + ", seq " + std::to_string(seq));
-  if (static_cast<int64_t>(tokens.size()) != batch * seq || targets.size() != tokens.size())
-    throw UserError("GPT input: " + std::to_string(tokens.size()) + " tokens and " + std::to_string(targets.size()) +
-                    " targets given for batch " + std::to_string(batch) + " x seq " + std::to_string(seq));
+  const std::vector<int32_t> positions = gptPositions(c, tokens.size(), batch, seq);
+  if (targets.size() != tokens.size())
+    throw UserError("GPT loss: " + std::to_string(targets.size()) + " targets for " + std::to_string(tokens.size()) +
+                    " tokens");
   const int64_t rows = batch * seq, headDim = c.dModel / c.nHead;
-  std::vector<int32_t> positions(tokens.size());
-  for (std::size_t row = 0; row < positions.size(); ++row)
-    positions[row] = static_cast<int32_t>(static_cast<int64_t>(row) % seq);
 
   Activations a;
   a.batch = batch;
@@ -99,10 +93,7 @@ double DeviceGpt::loss(const std::vector<int32_t>& tokens, const std::vector<int
   a.targets = std::make_unique<cuda::DeviceIds>(device, targets, c.vocab, "crossEntropy");
   params_.beginStep();
   auto P = [&](int i) -> const DeviceTensor& { return params_.value(i); };
-  // As in Gpt::logits: QK-LayerNorm's k *= 8/sqrt(headDim) is folded into the logit scale.
-  const double logitScale = c.qkLayerNorm ? 8.0 / static_cast<double>(headDim)
-                                          : 1.0 / std::sqrt(static_cast<double>(headDim));
-  a.attentionShape = cuda::AttentionShape{batch, seq, c.nHead, logitScale};
+  a.attentionShape = cuda::AttentionShape{batch, seq, c.nHead, attentionLogitScale(c)};
   auto run = [&](const DeviceStructuredLinear& layer, const DeviceTensor& input) {
     return layer.forward(params_, input, a.kernelWeights[&layer]);
   };

@@ -135,21 +135,9 @@ Gpt::Gpt(GptConfig config)
 rt::Var Gpt::logits(rt::Tape& tape, const std::vector<int32_t>& tokens, int64_t batch,
                     int64_t seq) const {
   const GptConfig& c = config_;
-  if (batch < 1 || seq < 1 || seq > c.context)
-    throw UserError("GPT input: need batch >= 1 and 1 <= seq <= context (" + std::to_string(c.context) +
-                    "), got batch " + std::to_string(batch) + ", seq " + std::to_string(seq));
-  if (static_cast<int64_t>(tokens.size()) != batch * seq)
-    throw UserError("GPT input: " + std::to_string(tokens.size()) + " tokens given for batch " +
-                    std::to_string(batch) + " x seq " + std::to_string(seq));
-  std::vector<int32_t> positions(tokens.size());
-  for (size_t row = 0; row < positions.size(); ++row)
-    positions[row] = static_cast<int32_t>(static_cast<int64_t>(row) % seq);
-
+  const std::vector<int32_t> positions = gptPositions(c, tokens.size(), batch, seq);
   const int64_t rows = batch * seq, headDim = c.dModel / c.nHead;
-  // With QK-LayerNorm the reference scales k by 8/sqrt(headDim) before the attention's own
-  // 1/sqrt(headDim); both are folded into the logit scale (the same function and gradients).
-  const double logitScale = c.qkLayerNorm ? 8.0 / static_cast<double>(headDim)
-                                          : 1.0 / std::sqrt(static_cast<double>(headDim));
+  const double logitScale = attentionLogitScale(c);
   rt::Var x = rt::add(tape, rt::embedding(tape, tokens, wte_), rt::embedding(tape, positions, wpe_));
   for (const Block& b : blocks_) {
     rt::Var h = rt::layerNorm(tape, x, b.ln1.gamma, b.ln1.beta);
@@ -183,6 +171,26 @@ rt::Var Gpt::loss(rt::Tape& tape, const std::vector<int32_t>& tokens,
 }
 
 int64_t Gpt::parameterCount() const { return models::parameterCount(params_); }
+
+std::vector<int32_t> gptPositions(const GptConfig& c, std::size_t tokens, int64_t batch, int64_t seq) {
+  if (batch < 1 || seq < 1 || seq > c.context)
+    throw UserError("GPT input: need batch >= 1 and 1 <= seq <= context (" + std::to_string(c.context) +
+                    "), got batch " + std::to_string(batch) + ", seq " + std::to_string(seq));
+  if (static_cast<int64_t>(tokens) != batch * seq)
+    throw UserError("GPT input: " + std::to_string(tokens) + " tokens given for batch " + std::to_string(batch) +
+                    " x seq " + std::to_string(seq));
+  std::vector<int32_t> positions(tokens);
+  for (std::size_t row = 0; row < positions.size(); ++row)
+    positions[row] = static_cast<int32_t>(static_cast<int64_t>(row) % seq);
+  return positions;
+}
+
+double attentionLogitScale(const GptConfig& c) {
+  // With QK-LayerNorm the reference scales k by 8/sqrt(headDim) before the attention's own
+  // 1/sqrt(headDim); both are folded into the logit scale (the same function and gradients).
+  const double headDim = static_cast<double>(c.dModel / c.nHead);
+  return c.qkLayerNorm ? 8.0 / headDim : 1.0 / std::sqrt(headDim);
+}
 
 const rt::StructuredLinear& Gpt::linear(const std::string& name) const {
   if (name == "head") return head_;

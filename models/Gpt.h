@@ -45,6 +45,12 @@ struct GptConfig {
   DType dtype = DType::F32;
 };
 
+// The positions (row % seq) of a batch of `tokens` ids, batch-major (batch, seq), after checking
+// the sizes against the config (UserError otherwise).
+std::vector<int32_t> gptPositions(const GptConfig& config, std::size_t tokens, int64_t batch, int64_t seq);
+// The attention's logit scale: 1/sqrt(headDim), or 8/headDim with QK-LayerNorm.
+double attentionLogitScale(const GptConfig& config);
+
 class Gpt {
  public:
   // Checks the configuration (UserError naming the bad field) and initialises every parameter:
