@@ -32,22 +32,25 @@ RANK_DEFAULTS_TO_ONE = {"btt", "tt"}
 LAYER_CHOICES = ("all", "all_but_last", "ffn")
 
 
-def layer_spec(template, d_in, d_out):
-    """A structure template and a layer's sizes -> the full spec make_layer_fixtures.Layer takes:
-    'btt(rank=2, norm)', 32, 128 -> 'btt(in=32, out=128, rank=2, norm)'. `base=` (the muP base
-    width) changes only init scales and learning rates, never the forward, so it is dropped."""
+def parse_template(template):
+    """'btt(rank=2, norm)' -> ('btt', ['rank=2', 'norm']); a bare name has no arguments."""
     match = re.fullmatch(r"\s*(\w+)\s*(?:\((.*)\))?\s*", template, re.S)
     if not match:
         raise ValueError(f"malformed structure template {template!r}; expected name or "
                          "name(key=value, ...), e.g. 'btt(rank=4, norm)'")
     name = match.group(1).lower()
-    name = STRUCTURE_ALIASES.get(name, name)
+    items = [item.strip() for item in (match.group(2) or "").split(",")]
+    return STRUCTURE_ALIASES.get(name, name), [item for item in items if item]
+
+
+def layer_spec(template, d_in, d_out):
+    """A structure template and a layer's sizes -> the full spec make_layer_fixtures.Layer takes:
+    'btt(rank=2, norm)', 32, 128 -> 'btt(in=32, out=128, rank=2, norm)'. `base=` (the muP base
+    width) changes only init scales and learning rates, never the forward, so it is dropped."""
+    name, items = parse_template(template)
     args = []
     keys = set()
-    for item in (match.group(2) or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
+    for item in items:
         key = item.partition("=")[0].strip()
         if key in ("in", "out"):
             raise ValueError(f"structure template {template!r} sets '{key}': a model's layer "
@@ -64,11 +67,8 @@ def without_norm_gains(template):
     """With QK-LayerNorm the reference gives W_Q and W_K no weight-norm gains:
     'btt(rank=4, norm)' -> 'btt(rank=4, norm, gain=false)' (templates that say `gain` themselves
     are kept), as models/Gpt.cpp does."""
-    match = re.fullmatch(r"\s*(\w+)\s*(?:\((.*)\))?\s*", template, re.S)
-    if not match or match.group(2) is None:
-        return template
-    items = [item.strip() for item in match.group(2).split(",")]
-    keys = {item.partition("=")[0].strip(): item.partition("=")[2].strip() or "true" for item in items if item}
+    _, items = parse_template(template)
+    keys = {item.partition("=")[0].strip(): item.partition("=")[2].strip() or "true" for item in items}
     if keys.get("norm") != "true" or "gain" in keys:
         return template
     close = template.rindex(")")
