@@ -90,13 +90,7 @@ std::string compileLibrary(const std::string& source) {
 std::vector<Tensor> simulateOnHost(const KernelProgram& program, const EmitOptions& options,
                                    int64_t rows, const std::vector<const Tensor*>& inputs) {
   const CudaProgram device = emitCuda(program, options);
-  const std::string library = compileLibrary(emitHostSimulation(program, options));
-  void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (handle == nullptr) throw std::runtime_error(std::string("dlopen: ") + dlerror());
-
-  using Problem = const char* (*)();
-  const auto problemOf = reinterpret_cast<Problem>(dlsym(handle, "einjit_sim_problem"));
-  if (problemOf == nullptr) throw std::runtime_error("the host simulation lacks einjit_sim_problem");
+  const HostLibrary library(emitHostSimulation(program, options));
 
   std::vector<std::vector<unsigned char>> buffers;
   for (const Tensor* input : inputs) buffers.push_back(toStorage(*input, options.precision));
@@ -112,19 +106,11 @@ std::vector<Tensor> simulateOnHost(const KernelProgram& program, const EmitOptio
 
   forEachLaunch(device, rows, [&](std::size_t k, unsigned grid, long long chunks) {
     const KernelLaunch& launch = device.launches[k];
-    auto kernel = reinterpret_cast<PackedKernel>(dlsym(handle, (launch.kernel + "_packed").c_str()));
-    if (kernel == nullptr) throw std::runtime_error("missing kernel " + launch.kernel);
+    auto kernel = reinterpret_cast<PackedKernel>(library.symbol(launch.kernel + "_packed"));
     std::vector<unsigned char> shared(launch.sharedBytes, 0xff);
     kernel(rows, chunks, pointers.data(), grid, static_cast<unsigned>(launch.threads), shared.data());
-    if (const char* problem = problemOf()) {
-      const std::string message = launch.kernel + ": " + problem;
-      dlclose(handle);
-      throw std::runtime_error(message);
-    }
+    if (const char* problem = library.problem()) throw std::runtime_error(launch.kernel + ": " + problem);
   });
-
-  dlclose(handle);
-  std::filesystem::remove_all(std::filesystem::path(library).parent_path());
 
   std::vector<Tensor> outputs;
   for (std::size_t k = 0; k < outputShapes.size(); ++k)
@@ -133,5 +119,25 @@ std::vector<Tensor> simulateOnHost(const KernelProgram& program, const EmitOptio
 }
 
 std::string compileHostLibrary(const std::string& source) { return compileLibrary(source); }
+
+HostLibrary::HostLibrary(const std::string& source) {
+  const std::string library = compileLibrary(source);
+  handle_ = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+  std::filesystem::remove_all(std::filesystem::path(library).parent_path());
+  if (handle_ == nullptr) throw std::runtime_error(std::string("dlopen: ") + dlerror());
+  problem_ = reinterpret_cast<const char* (*)()>(dlsym(handle_, "einjit_sim_problem"));
+  if (problem_ == nullptr) {
+    dlclose(handle_);
+    throw std::runtime_error("the host simulation lacks einjit_sim_problem");
+  }
+}
+
+HostLibrary::~HostLibrary() { dlclose(handle_); }
+
+void* HostLibrary::symbol(const std::string& name) const {
+  void* address = dlsym(handle_, name.c_str());
+  if (address == nullptr) throw std::runtime_error("the host simulation has no " + name);
+  return address;
+}
 
 }  // namespace einjit::cuda::testing

@@ -25,4 +25,23 @@ std::vector<Tensor> simulateOnHost(const KernelProgram& program, const EmitOptio
 // std::runtime_error if it does not compile.
 std::string compileHostLibrary(const std::string& source);
 
+// A host simulation flavour compiled (compileHostLibrary) and loaded; its files are removed once
+// loaded. Throws std::runtime_error when it does not compile or load.
+class HostLibrary {
+ public:
+  explicit HostLibrary(const std::string& source);
+  ~HostLibrary();
+  HostLibrary(const HostLibrary&) = delete;
+  HostLibrary& operator=(const HostLibrary&) = delete;
+
+  // The address of `name` (std::runtime_error when the library has none).
+  void* symbol(const std::string& name) const;
+  // What went wrong in the last launch (threads that skipped a barrier), or null.
+  const char* problem() const { return problem_(); }
+
+ private:
+  void* handle_ = nullptr;
+  const char* (*problem_)() = nullptr;
+};
+
 }  // namespace einjit::cuda::testing

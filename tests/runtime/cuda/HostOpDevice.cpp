@@ -1,9 +1,6 @@
 #include "tests/runtime/cuda/HostOpDevice.h"
 
-#include <dlfcn.h>
-
 #include <cstring>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -16,7 +13,6 @@ namespace einjit::cuda::testing {
 namespace {
 
 using Launcher = void (*)(void** args, unsigned gridX, unsigned gridY, unsigned block, unsigned char* shared);
-using Problem = const char* (*)();
 using PackedKernel = void (*)(long long rows, long long chunks, void* const* buffers, unsigned grid,
                               unsigned block, unsigned char* shared);
 
@@ -24,18 +20,9 @@ using PackedKernel = void (*)(long long rows, long long chunks, void* const* buf
 class HostDeviceProgram final : public DeviceProgram {
  public:
   HostDeviceProgram(const KernelProgram& program, const EmitOptions& options)
-      : DeviceProgram(emitCuda(program, options)) {
-    const std::string library = compileHostLibrary(emitHostSimulation(program, options));
-    handle_ = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (handle_ == nullptr) throw std::runtime_error(std::string("dlopen: ") + dlerror());
-    std::filesystem::remove_all(std::filesystem::path(library).parent_path());
-    problem_ = reinterpret_cast<Problem>(dlsym(handle_, "einjit_sim_problem"));
-    if (problem_ == nullptr) throw std::runtime_error("the host simulation lacks einjit_sim_problem");
-    for (const KernelLaunch& launch : rendering().launches) {
-      auto kernel = reinterpret_cast<PackedKernel>(dlsym(handle_, (launch.kernel + "_packed").c_str()));
-      if (kernel == nullptr) throw std::runtime_error("missing kernel " + launch.kernel);
-      kernels_.push_back(kernel);
-    }
+      : DeviceProgram(emitCuda(program, options)), library_(emitHostSimulation(program, options)) {
+    for (const KernelLaunch& launch : rendering().launches)
+      kernels_.push_back(reinterpret_cast<PackedKernel>(library_.symbol(launch.kernel + "_packed")));
   }
 
   void launch(std::size_t k, unsigned grid, long long rows, long long chunks,
@@ -45,25 +32,17 @@ class HostDeviceProgram final : public DeviceProgram {
     for (uint64_t address : buffers) pointers.push_back(reinterpret_cast<void*>(address));
     std::vector<unsigned char> shared(static_cast<std::size_t>(launch.sharedBytes) + 16, 0xff);
     kernels_[k](rows, chunks, pointers.data(), grid, static_cast<unsigned>(launch.threads), shared.data());
-    if (const char* problem = problem_()) throw std::runtime_error(launch.kernel + ": " + problem);
+    if (const char* problem = library_.problem()) throw std::runtime_error(launch.kernel + ": " + problem);
   }
 
  private:
-  void* handle_ = nullptr;
-  Problem problem_ = nullptr;
+  HostLibrary library_;
   std::vector<PackedKernel> kernels_;
 };
 
 class HostOpDevice final : public OpDevice {
  public:
-  HostOpDevice() {
-    const std::string library = compileHostLibrary(opKernelHostSource());
-    handle_ = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (handle_ == nullptr) throw std::runtime_error(std::string("dlopen: ") + dlerror());
-    std::filesystem::remove_all(std::filesystem::path(library).parent_path());
-    problem_ = reinterpret_cast<Problem>(dlsym(handle_, "einjit_sim_problem"));
-    if (problem_ == nullptr) throw std::runtime_error("the host flavour lacks einjit_sim_problem");
-  }
+  HostOpDevice() : library_(opKernelHostSource()) {}
 
   std::string name() const override { return "host simulation"; }
 
@@ -84,11 +63,10 @@ class HostOpDevice final : public OpDevice {
   void launch(const std::string& kernel, const LaunchShape& shape, void** args) override {
     if (shape.sharedBytes > sharedBytesPerBlock())
       throw std::runtime_error(kernel + ": " + std::to_string(shape.sharedBytes) + " bytes of shared memory");
-    auto launcher = reinterpret_cast<Launcher>(dlsym(handle_, (kernel + "_launch").c_str()));
-    if (launcher == nullptr) throw std::runtime_error("no kernel " + kernel + " in the op kernel source");
+    auto launcher = reinterpret_cast<Launcher>(library_.symbol(kernel + "_launch"));
     std::vector<unsigned char> shared(static_cast<std::size_t>(shape.sharedBytes) + 16, 0xff);
     launcher(args, shape.gridX, shape.gridY, shape.threads, shared.data());
-    if (const char* problem = problem_()) throw std::runtime_error(kernel + ": " + problem);
+    if (const char* problem = library_.problem()) throw std::runtime_error(kernel + ": " + problem);
   }
   // The H100's opt-in limit; few multiprocessors, so grid-stride loops take several turns.
   int64_t sharedBytesPerBlock() const override { return 227 * 1024; }
@@ -106,8 +84,7 @@ class HostOpDevice final : public OpDevice {
   }
 
  private:
-  void* handle_ = nullptr;
-  Problem problem_ = nullptr;
+  HostLibrary library_;
   std::map<std::string, std::shared_ptr<DeviceProgram>> programs_;
 };
 
