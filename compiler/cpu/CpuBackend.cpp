@@ -6,6 +6,7 @@
 
 #include "compiler/cpu/KernelCache.h"
 #include "compiler/cpu/ThreadPool.h"
+#include "compiler/mlir/KernelScratch.h"
 #include "einjit/error.h"
 #include "runtime/reference/WeightNorm.h"
 
@@ -50,11 +51,36 @@ Binding bindTensor(const KernelProgram& program, ir::ValueId id, const Tensor* t
   return binding;
 }
 
+// The partial sum of one row chunk: kernel scratch (KernelScratch.h), so that a parameter
+// gradient's partial (64 MB for dense at d = 4096) reuses pages already touched by an earlier
+// call instead of faulting in fresh ones. The kernel writes every element.
+class PartialSum {
+ public:
+  explicit PartialSum(std::size_t bytes) : data_(detail::scratchAlloc(bytes)) {
+    if (data_ == nullptr) throw UserError("out of memory for a partial sum of " + std::to_string(bytes) + " bytes");
+  }
+  PartialSum(PartialSum&& other) noexcept : data_(std::exchange(other.data_, nullptr)) {}
+  PartialSum(const PartialSum&) = delete;
+  PartialSum& operator=(const PartialSum&) = delete;
+  PartialSum& operator=(PartialSum&&) = delete;
+  ~PartialSum() { detail::scratchFree(data_); }
+  void* data() const { return data_; }
+
+ private:
+  void* data_;
+};
+
+// sum += part, the elements split among the pool's threads.
 template <class T>
-void addInto(Tensor& sum, const Tensor& part) {
+void addInto(ThreadPool& pool, Tensor& sum, const PartialSum& part) {
   T* out = sum.data<T>();
-  const T* in = part.data<T>();
-  for (int64_t i = 0; i < sum.numel(); ++i) out[i] += in[i];
+  const T* in = static_cast<const T*>(part.data());
+  const int64_t count = sum.numel();
+  const int64_t pieces = pool.size();
+  pool.parallelFor(pieces, [&](int64_t piece) {
+    const int64_t end = count * (piece + 1) / pieces;
+    for (int64_t i = count * piece / pieces; i < end; ++i) out[i] += in[i];
+  });
 }
 
 // ---- layers: the same checks and dtype rule as the reference executor (parameters are
@@ -109,13 +135,13 @@ void runKernel(const KernelProgram& program, const LoadedKernel& kernel, int64_t
                                                : std::vector<RowRange>{{0, rows}};
 
   // Outputs without rows are sums over rows (parameter gradients): chunk 0 writes the output
-  // itself, every later chunk a zeroed partial buffer, added in chunk order below.
+  // itself, every later chunk a partial buffer, added in chunk order below.
   const std::size_t numChunks = chunks.size();
-  std::vector<std::vector<Tensor>> partials(numChunks);
+  std::vector<std::vector<PartialSum>> partials(numChunks);
   for (std::size_t c = 1; c < numChunks; ++c)
     for (std::size_t k = 0; k < outputs.size(); ++k)
       if (!bindings[inputs.size() + k].leadingRow)
-        partials[c].emplace_back(program.dtype, outputs[k]->shape());
+        partials[c].emplace_back(outputs[k]->nbytes());
 
   pool.parallelFor(static_cast<int64_t>(numChunks), [&](int64_t c) {
     const RowRange range = chunks[c];
@@ -125,7 +151,7 @@ void runKernel(const KernelProgram& program, const LoadedKernel& kernel, int64_t
       if (binding.leadingRow)
         buffers.push_back(binding.base + range.begin * binding.rowBytes);
       else if (binding.output && c > 0)
-        buffers.push_back(partials[c][partial++].raw());
+        buffers.push_back(partials[c][partial++].data());
       else
         buffers.push_back(binding.base);
     }
@@ -136,11 +162,11 @@ void runKernel(const KernelProgram& program, const LoadedKernel& kernel, int64_t
     std::size_t partial = 0;
     for (std::size_t k = 0; k < outputs.size(); ++k) {
       if (bindings[inputs.size() + k].leadingRow) continue;
-      const Tensor& part = partials[c][partial++];
+      const PartialSum& part = partials[c][partial++];
       if (program.dtype == DType::F32)
-        addInto<float>(*outputs[k], part);
+        addInto<float>(pool, *outputs[k], part);
       else
-        addInto<double>(*outputs[k], part);
+        addInto<double>(pool, *outputs[k], part);
     }
   }
 }

@@ -245,7 +245,9 @@ void lowerToLLVMDialect(mlir::ModuleOp module) {
     pm.addPass(mlir::createLowerAffinePass());
     pm.addPass(mlir::createConvertSCFToCFPass());
     pm.addPass(mlir::createConvertVectorToLLVMPass());
-    pm.addPass(mlir::createFinalizeMemRefToLLVMConversionPass());
+    mlir::FinalizeMemRefToLLVMConversionPassOptions memrefs;
+    memrefs.useGenericFunctions = true;  // the kernel's buffers come from KernelScratch.h
+    pm.addPass(mlir::createFinalizeMemRefToLLVMConversionPass(memrefs));
     pm.addPass(mlir::createArithToLLVMConversionPass());
     pm.addPass(mlir::createConvertIndexToLLVMPass());
     pm.addPass(mlir::createConvertControlFlowToLLVMPass());

@@ -1,10 +1,12 @@
 // Loads a kernel object in memory with LLVM ORC (LLJIT, JITLink): the object is checked first
 // (an ELF relocatable object for this host that defines the entry point), then linked against
-// the running process (malloc, free, memcpy, memset, libm), and its entry point called.
+// the running process (memcpy, memset, libm) and the kernel scratch allocator (KernelScratch.h),
+// and its entry point called.
 #include <memory>
 
 #include "compiler/mlir/CodegenStages.h"
 #include "compiler/mlir/CpuCodegen.h"
+#include "compiler/mlir/KernelScratch.h"
 #include "einjit/error.h"
 #include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
 #include "llvm/ExecutionEngine/Orc/LLJIT.h"
@@ -76,6 +78,17 @@ std::unique_ptr<LoadedKernel> loadObject(const std::string& objectBytes, const K
       (*jit)->getDataLayout().getGlobalPrefix());
   if (!process) reject(llvm::toString(process.takeError()));
   (*jit)->getMainJITDylib().addGenerator(std::move(*process));
+  // The kernel's own buffers come from KernelScratch.h.
+  llvm::orc::SymbolMap scratch;
+  const auto callable = llvm::JITSymbolFlags::Exported | llvm::JITSymbolFlags::Callable;
+  auto bind = [&](const char* name, auto* function) {
+    scratch[(*jit)->mangleAndIntern(name)] = {llvm::orc::ExecutorAddr::fromPtr(function), callable};
+  };
+  bind(detail::kScratchAllocSymbol, &detail::scratchAlloc);
+  bind(detail::kScratchAlignedAllocSymbol, &detail::scratchAlignedAlloc);
+  bind(detail::kScratchFreeSymbol, &detail::scratchFree);
+  if (llvm::Error error = (*jit)->getMainJITDylib().define(llvm::orc::absoluteSymbols(std::move(scratch))))
+    reject(llvm::toString(std::move(error)));
   if (llvm::Error error = (*jit)->addObjectFile(std::move(buffer))) reject(llvm::toString(std::move(error)));
   auto entry = (*jit)->lookup(kEntrySymbol);
   if (!entry) reject(*linkErrors + llvm::toString(entry.takeError()));

@@ -2,6 +2,7 @@
 // layers) compiled to objects, loaded, called, and compared with the reference interpreter of
 // kernel programs; the text of every stage; the loader's checks.
 #include "compiler/mlir/CpuCodegen.h"
+#include "compiler/mlir/KernelScratch.h"
 
 #include <gtest/gtest.h>
 
@@ -537,9 +538,12 @@ TEST(CpuCodegenStages, RowTileResultsNeedNoBufferZerosOrCopies) {
   for (const KernelProgram& program : {matmul(DType::F32, 64, 48), b.program}) {
     const std::string llvmIr = emitStage(program, EmitStage::Llvm);
     // One allocation: W packed into panels once per call (the row tiles used to add one each).
+    // (Allocations call the kernel scratch allocator, KernelScratch.h, not malloc.)
+    const std::string allocCall = std::string("@") + cpu::detail::kScratchAllocSymbol + "(";
     int allocations = 0;
     for (std::size_t at = llvmIr.find("call"); at != std::string::npos; at = llvmIr.find("call", at + 1))
-      allocations += llvmIr.compare(llvmIr.find_first_of("@\n", at), 8, "@malloc(") == 0 ? 1 : 0;
+      allocations += llvmIr.compare(llvmIr.find_first_of("@\n", at), allocCall.size(), allocCall) == 0 ? 1 : 0;
+    EXPECT_EQ(llvmIr.find("@malloc("), std::string::npos) << program.name;
     EXPECT_EQ(allocations, 1) << program.name;
     EXPECT_EQ(llvmIr.find("memset"), std::string::npos) << program.name;
     expectMatchesReference(program, {1, 9, 100});
