@@ -177,6 +177,18 @@ TEST(CpuCodegen, MatmulF64) { expectMatchesReference(matmul(DType::F64, 64, 48),
 TEST(CpuCodegen, MatmulOddSizes) { expectMatchesReference(matmul(DType::F32, 13, 7), kRowCounts); }
 TEST(CpuCodegen, MatmulLarge) { expectMatchesReference(matmul(DType::F32, 1024, 1024), {1, 300}); }
 
+// Register tiles prefetch output tiles for writing: those that accumulate into their output
+// (here: a reduction of 1024, cut into blocks) the next iteration's tile, in a block entered
+// only when there is one; those starting from zeros their own (a reduction of 64). The results
+// stay exact at row counts that end on a full, a partial and a single-row tile.
+TEST(CpuCodegenStages, OutputTilesArePrefetchedWithoutChangingResults) {
+  for (const KernelProgram& program : {matmul(DType::F32, 1024, 64), matmul(DType::F32, 64, 64)}) {
+    EXPECT_NE(emitStage(program, EmitStage::Llvm).find("call void @llvm.prefetch"), std::string::npos)
+        << program.name;
+    expectMatchesReference(program, {1, 8, 9, 300});
+  }
+}
+
 // The weight is read along its rows (V is not its last dim), so the kernel packs it first.
 TEST(CpuCodegen, TransposedWeight) {
   for (DType dtype : {DType::F32, DType::F64}) {
