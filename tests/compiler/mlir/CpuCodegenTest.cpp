@@ -621,6 +621,45 @@ TEST(CpuCodegenLoader, RejectsObjectWithoutEntryPoint) {
   EXPECT_THROW(loadObject(object, program), UserError);
 }
 
+// A symbol the object calls that nothing defines is a load error that names it, and leaves
+// the loader (one JIT for the process) able to load the next kernel.
+TEST(CpuCodegenLoader, ReportsAnUndefinedSymbol) {
+  const KernelProgram program = matmul(DType::F32, 64, 48);  // allocates its packed panels
+  std::string object = compileToObject(program);
+  const std::string alloc = cpu::detail::kScratchAllocSymbol;
+  std::string missing = alloc;
+  missing.back() = 'X';
+  ASSERT_NE(object.find(alloc), std::string::npos);
+  for (auto at = object.find(alloc); at != std::string::npos; at = object.find(alloc, at + 1))
+    object.replace(at, alloc.size(), missing);
+  try {
+    loadObject(object, program);
+    ADD_FAILURE() << "loaded an object with an undefined symbol";
+  } catch (const UserError& error) {
+    EXPECT_NE(std::string(error.what()).find(missing), std::string::npos) << error.what();
+  }
+  expectMatchesReference(program, {1, 9});
+}
+
+// Kernels are linked into a JIT shared by the process, each into a library of its own (they
+// all define the same entry symbol): two loads of one program run side by side, and unloading
+// one leaves the other working.
+TEST(CpuCodegenLoader, KernelsOfOneProgramLoadSideBySide) {
+  const KernelProgram program = matmul(DType::F32, 64, 48);
+  const std::string object = compileToObject(program);
+  auto first = loadObject(object, program);
+  auto second = loadObject(object, program);
+  std::vector<float> x(2 * 64, 0.5f), w(64 * 48, 0.25f), y1(2 * 48), y2(2 * 48);
+  first->call(2, {x.data(), w.data(), y1.data()});
+  second->call(2, {x.data(), w.data(), y2.data()});
+  EXPECT_EQ(y1, y2);
+  EXPECT_FLOAT_EQ(y1[0], 64 * 0.5f * 0.25f);
+  first.reset();
+  std::fill(y2.begin(), y2.end(), 0.0f);
+  second->call(2, {x.data(), w.data(), y2.data()});
+  EXPECT_EQ(y1, y2);
+}
+
 TEST(CpuCodegenLoader, CallChecksTheBufferCount) {
   const KernelProgram program = matmul(DType::F32, 16, 16);
   const auto kernel = loadObject(compileToObject(program), program);
