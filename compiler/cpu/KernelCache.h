@@ -7,14 +7,13 @@
 //
 // Entry file (all integers little-endian):
 //   magic "EINJITKC" (8 bytes) | format version (u32) | key length (u64) | key text |
-//   payload length (u64) | SHA-256 of the payload (32 bytes) | payload (the object bytes)
+//   payload length (u64) | CRC-32C of the payload (u32) | payload (the object bytes)
 // A reader accepts an entry only if every field checks out and the file ends exactly after the
 // payload; anything else (truncation, a flipped byte, another key, another format version) is
 // a miss, and the entry is rebuilt and replaced. Writers publish entries atomically
 // (temporary file, fsync, rename), so concurrent processes see whole entries or none.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -23,15 +22,13 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "compiler/cpu/Checksums.h"
 #include "compiler/cpu/CpuBackend.h"
 
 namespace einjit::cpu {
 
-using Sha256Digest = std::array<uint8_t, 32>;
-Sha256Digest sha256(std::string_view bytes);
-std::string toHex(const Sha256Digest& digest);  // 64 lowercase hex digits
-
-constexpr uint32_t kCacheFormatVersion = 1;
+// 2: the payload checksum is CRC-32C (was SHA-256).
+constexpr uint32_t kCacheFormatVersion = 2;
 
 struct CacheKey {
   std::string text;  // fingerprint and codegen identity, as stored in the entry

@@ -1,4 +1,4 @@
-// Loads a kernel object in memory with LLVM ORC (one LLJIT for the process, JITLink): the
+// Loads a kernel object in memory with LLVM ORC (one session for the process, JITLink): the
 // object is checked first (an ELF relocatable object for this host that defines the entry
 // point), then linked into a JITDylib of its own against the running process (memcpy, memset,
 // libm) and the kernel scratch allocator (KernelScratch.h), and its entry point called.
@@ -10,7 +10,9 @@
 #include "compiler/mlir/KernelScratch.h"
 #include "einjit/error.h"
 #include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
-#include "llvm/ExecutionEngine/Orc/LLJIT.h"
+#include "llvm/ExecutionEngine/Orc/Core.h"
+#include "llvm/ExecutionEngine/Orc/ExecutorProcessControl.h"
+#include "llvm/ExecutionEngine/Orc/ObjectLinkingLayer.h"
 #include "llvm/Object/ObjectFile.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/TargetParser/Triple.h"
@@ -47,35 +49,41 @@ void checkObject(const llvm::MemoryBuffer& buffer) {
 // collects them in a string of its own thread.
 thread_local std::string* linkErrors = nullptr;
 
-// One LLJIT for the process; each kernel is linked into a JITDylib of its own (every kernel
-// defines the same entry symbol), which links against one JITDylib of what kernels call: the
-// process's symbols and the kernel scratch allocator (KernelScratch.h). An LLJIT per kernel
-// (its session, its target machine) cost 0.85 ms of the 1.4 ms a kernel took to load from the
-// disk cache, a process-symbol generator per kernel another 0.1-0.5 ms. Never destroyed:
-// kernels held in static caches may outlive any other static.
+// One JIT session for the process: an ORC ExecutionSession running in this process with a
+// JITLink object linking layer, nothing more (no LLJIT: it builds a host TargetMachine and an IR
+// platform a kernel object does not need, which cost 0.5-0.7 ms of the first load). Each kernel
+// is linked into a JITDylib of its own (every kernel defines the same entry symbol), which links
+// against one JITDylib of what kernels call: the process's symbols and the kernel scratch
+// allocator (KernelScratch.h). An LLJIT per kernel cost 0.85 ms of the 1.4 ms a kernel took to
+// load from the disk cache, a process-symbol generator per kernel another 0.1-0.5 ms. Never
+// destroyed: kernels held in static caches may outlive any other static.
 struct ProcessJit {
-  llvm::orc::LLJIT* jit = nullptr;
+  llvm::orc::ExecutionSession* session = nullptr;
+  llvm::orc::ObjectLinkingLayer* linker = nullptr;
   llvm::orc::JITDylib* runtime = nullptr;  // what every kernel links against
 };
 
 const ProcessJit& processJit() {
   static const ProcessJit instance = [] {
-    auto created = llvm::orc::LLJITBuilder().create();
-    if (!created) reject(llvm::toString(created.takeError()));
-    ProcessJit made{created->release(), nullptr};
-    llvm::orc::LLJIT& jit = *made.jit;
-    jit.getExecutionSession().setErrorReporter([](llvm::Error error) {
+    auto control = llvm::orc::SelfExecutorProcessControl::Create();
+    if (!control) reject(llvm::toString(control.takeError()));
+    ProcessJit made;
+    made.session = new llvm::orc::ExecutionSession(std::move(*control));
+    llvm::orc::ExecutionSession& session = *made.session;
+    made.linker = new llvm::orc::ObjectLinkingLayer(session);
+    session.setErrorReporter([](llvm::Error error) {
       const std::string text = llvm::toString(std::move(error));
       if (linkErrors != nullptr) *linkErrors += text + "; ";
     });
-    made.runtime = &jit.getExecutionSession().createBareJITDylib("einjit_runtime");
-    auto process = llvm::orc::DynamicLibrarySearchGenerator::GetForCurrentProcess(jit.getDataLayout().getGlobalPrefix());
+    made.runtime = &session.createBareJITDylib("einjit_runtime");
+    // ELF symbols carry no global prefix.
+    auto process = llvm::orc::DynamicLibrarySearchGenerator::GetForCurrentProcess('\0');
     if (!process) reject(llvm::toString(process.takeError()));
     made.runtime->addGenerator(std::move(*process));
     llvm::orc::SymbolMap scratch;
     const auto callable = llvm::JITSymbolFlags::Exported | llvm::JITSymbolFlags::Callable;
     auto bind = [&](const char* name, auto* function) {
-      scratch[jit.mangleAndIntern(name)] = {llvm::orc::ExecutorAddr::fromPtr(function), callable};
+      scratch[session.intern(name)] = {llvm::orc::ExecutorAddr::fromPtr(function), callable};
     };
     bind(detail::kScratchAllocSymbol, &detail::scratchAlloc);
     bind(detail::kScratchAlignedAllocSymbol, &detail::scratchAlignedAlloc);
@@ -89,7 +97,7 @@ const ProcessJit& processJit() {
 
 void unloadDylib(llvm::orc::JITDylib& dylib) {
   // Frees the kernel's code; nothing can be done about a failure here but to drop it.
-  llvm::consumeError(processJit().jit->getExecutionSession().removeJITDylib(dylib));
+  llvm::consumeError(processJit().session->removeJITDylib(dylib));
 }
 
 class OrcKernel final : public LoadedKernel {
@@ -117,31 +125,28 @@ class OrcKernel final : public LoadedKernel {
 }  // namespace
 
 std::unique_ptr<LoadedKernel> loadObject(const std::string& objectBytes, const KernelProgram& program) {
-  detail::initializeNativeTarget();
   auto buffer = llvm::MemoryBuffer::getMemBufferCopy(objectBytes, program.name + ".o");
   checkObject(*buffer);
 
   const ProcessJit& process = processJit();
-  llvm::orc::LLJIT& jit = *process.jit;
   static std::atomic<uint64_t> loaded{0};
-  auto dylib = jit.createJITDylib("einjit_kernel_" + std::to_string(loaded++));
-  if (!dylib) reject(llvm::toString(dylib.takeError()));
+  llvm::orc::JITDylib& dylib = process.session->createBareJITDylib("einjit_kernel_" + std::to_string(loaded++));
   // On any failure below the kernel's JITDylib goes away with it.
   struct Unload {
     llvm::orc::JITDylib* dylib;
     ~Unload() {
       if (dylib != nullptr) unloadDylib(*dylib);
     }
-  } unload{&*dylib};
-  dylib->addToLinkOrder(*process.runtime);
-  if (llvm::Error error = jit.addObjectFile(*dylib, std::move(buffer))) reject(llvm::toString(std::move(error)));
+  } unload{&dylib};
+  dylib.addToLinkOrder(*process.runtime);
+  if (llvm::Error error = process.linker->add(dylib, std::move(buffer))) reject(llvm::toString(std::move(error)));
   std::string errors;
   linkErrors = &errors;
-  auto entry = jit.lookup(*dylib, kEntrySymbol);
+  auto entry = process.session->lookup({&dylib}, process.session->intern(kEntrySymbol));
   linkErrors = nullptr;
   if (!entry) reject(errors + llvm::toString(entry.takeError()));
   unload.dylib = nullptr;
-  return std::make_unique<OrcKernel>(*dylib, entry->toPtr<EntryFunction>(),
+  return std::make_unique<OrcKernel>(dylib, entry->getAddress().toPtr<EntryFunction>(),
                                      program.inputs.size() + program.outputs.size());
 }
 

@@ -27,7 +27,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// ---- SHA-256 and the entry format (no compiler needed) ----
+// ---- checksums and the entry format (no compiler needed) ----
 
 TEST(Sha256, KnownDigests) {
   // FIPS 180-2 examples and padding edge lengths (55, 56, 63, 64 bytes), from Python's hashlib.
@@ -48,20 +48,52 @@ TEST(Sha256, KnownDigests) {
             "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
+// The check value and RFC 3720 B.4's examples (the same from Python's crcmod, crc-32c), for
+// both the function the cache uses and the table fallback.
+TEST(Crc32c, KnownValues) {
+  for (auto* crc : {&crc32c, &crc32cByTable}) {
+    EXPECT_EQ(crc(""), 0x00000000u);
+    EXPECT_EQ(crc("123456789"), 0xe3069283u);
+    EXPECT_EQ(crc("a"), 0xc1d04330u);
+    EXPECT_EQ(crc(std::string(32, '\0')), 0x8a9136aau);
+    EXPECT_EQ(crc(std::string(32, '\xff')), 0x62a8ab43u);
+  }
+}
+
+// crc32c takes 8-byte words where the CPU has the crc32 instruction, then single bytes: it must
+// agree with the table on every length and unaligned start, and see one flipped bit anywhere.
+TEST(Crc32c, AgreesWithTheTableAndSeesOneBit) {
+  // Lengths around the 8-byte words of the instruction path, from unaligned starts.
+  std::string bytes(80, '\0');
+  for (std::size_t k = 0; k < bytes.size(); ++k) bytes[k] = static_cast<char>(k * 37 + 11);
+  for (std::size_t start = 0; start < 8; ++start)
+    for (std::size_t length = 0; start + length <= bytes.size(); ++length) {
+      const std::string_view piece(bytes.data() + start, length);
+      const uint32_t crc = crc32c(piece);
+      EXPECT_EQ(crc, crc32cByTable(piece)) << "start " << start << " length " << length;
+      for (std::size_t at = 0; at < length; at += 7) {
+        std::string flipped(piece);
+        flipped[at] = static_cast<char>(flipped[at] ^ 0x04);
+        EXPECT_NE(crc32c(flipped), crc) << "start " << start << " length " << length << " at " << at;
+      }
+    }
+}
+
 TEST(CacheEntry, LayoutRoundTrip) {
   const std::string key = "key text", payload("obj\0bytes", 9);
   const std::string entry = encodeCacheEntry(key, payload);
-  // magic 8 + version 4 + key length 8 + key + payload length 8 + checksum 32 + payload
-  ASSERT_EQ(entry.size(), 8 + 4 + 8 + key.size() + 8 + 32 + payload.size());
+  // magic 8 + version 4 + key length 8 + key + payload length 8 + checksum 4 + payload
+  ASSERT_EQ(entry.size(), 8 + 4 + 8 + key.size() + 8 + 4 + payload.size());
   EXPECT_EQ(entry.substr(0, 8), "EINJITKC");
-  EXPECT_EQ(entry.substr(8, 4), std::string("\1\0\0\0", 4));  // version 1, little-endian
+  EXPECT_EQ(entry.substr(8, 4), std::string("\2\0\0\0", 4));  // version 2, little-endian
   EXPECT_EQ(entry.substr(12, 8), std::string("\x08\0\0\0\0\0\0\0", 8));
   EXPECT_EQ(entry.substr(20, key.size()), key);
   EXPECT_EQ(entry.substr(20 + key.size(), 8), std::string("\x09\0\0\0\0\0\0\0", 8));
-  const Sha256Digest digest = sha256(payload);
-  EXPECT_EQ(entry.substr(28 + key.size(), 32),
-            std::string(reinterpret_cast<const char*>(digest.data()), 32));
-  EXPECT_EQ(entry.substr(60 + key.size()), payload);
+  const uint32_t crc = crc32c(payload);
+  const char crcBytes[4] = {static_cast<char>(crc), static_cast<char>(crc >> 8),
+                            static_cast<char>(crc >> 16), static_cast<char>(crc >> 24)};
+  EXPECT_EQ(entry.substr(28 + key.size(), 4), std::string(crcBytes, 4));
+  EXPECT_EQ(entry.substr(32 + key.size()), payload);
   EXPECT_EQ(decodeCacheEntry(entry, key), payload);
   EXPECT_EQ(decodeCacheEntry(encodeCacheEntry(key, ""), key), "");
 }
@@ -84,7 +116,7 @@ TEST(CacheEntry, EveryDamageIsRejected) {
   EXPECT_FALSE(decodeCacheEntry(entry, "another key", &problem));
   EXPECT_EQ(problem, "the entry belongs to another key");
   std::string otherVersion = entry;
-  otherVersion[8] = 2;
+  otherVersion[8] = 1;
   EXPECT_FALSE(decodeCacheEntry(otherVersion, key, &problem));
   EXPECT_EQ(problem, "another format version");
   // A key length far beyond the file must not be trusted.
@@ -245,7 +277,7 @@ void checkRebuilt(const KernelProgram& program, const std::string& path,
 }
 
 TEST_F(KernelCacheDisk, DamagedEntriesAreRebuiltAndReplaced) {
-  const std::size_t headerEnd = 8 + 4 + 8 + key_.text.size() + 8 + 32;
+  const std::size_t headerEnd = 8 + 4 + 8 + key_.text.size() + 8 + 4;
   auto flipAt = [](std::size_t at) {
     return [at](std::string bytes) {
       bytes.at(at) = static_cast<char>(bytes.at(at) ^ 0x10);
@@ -275,7 +307,7 @@ TEST_F(KernelCacheDisk, DamagedEntriesAreRebuiltAndReplaced) {
                "key text byte flipped");
   checkRebuilt(program_, entry_, key_.text, options(), flipAt(20 + key_.text.size() + 1),
                "payload length byte flipped");
-  checkRebuilt(program_, entry_, key_.text, options(), flipAt(headerEnd - 5),
+  checkRebuilt(program_, entry_, key_.text, options(), flipAt(headerEnd - 2),
                "checksum byte flipped");
 
   // Another program's complete, valid entry stored under this key's name.
