@@ -12,6 +12,7 @@
 
 #include "bench/NaiveLayers.h"
 #include "compiler/cpu/CpuBackend.h"
+#include "compiler/cpu/KernelCache.h"
 #include "compiler/cpu/ThreadPool.h"
 #include "compiler/kernel/KernelProgram.h"
 #include "einjit/error.h"
@@ -452,6 +453,34 @@ nlohmann::json reportJson(const std::vector<LayerBenchResult>& results, const Ho
     report["results"].push_back(std::move(entry));
   }
   return report;
+}
+
+CacheHitTiming timeDiskCacheHits(const std::vector<std::string>& specs, const cpu::CacheOptions& cache,
+                                 int repeats) {
+  std::vector<KernelProgram> programs;
+  for (const std::string& spec : specs) {
+    const ir::LayerProgram layer = buildLayer(spec);
+    programs.push_back(forwardKernel(layer, DType::F32));
+    programs.push_back(backwardKernel(layer, DType::F32));
+  }
+  std::vector<double> times;
+  for (int repeat = 0; repeat < repeats; ++repeat)
+    for (const KernelProgram& program : programs) {
+      cpu::processKernelCache().clearMemory();  // the kernel is unloaded: nothing else holds it
+      cpu::CompileStats stats;
+      cpu::compileKernel(program, cache, &stats);
+      if (!stats.diskHit)
+        throw UserError("timing disk-cache hits: " + program.name + " was not in the cache directory");
+      times.push_back(stats.milliseconds);
+    }
+  CacheHitTiming timing;
+  timing.kernels = static_cast<int>(programs.size());
+  timing.loads = static_cast<int>(times.size());
+  if (times.empty()) return timing;
+  std::sort(times.begin(), times.end());
+  timing.medianMs = times[times.size() / 2];
+  timing.slowestMs = times.back();
+  return timing;
 }
 
 }  // namespace einjit::bench

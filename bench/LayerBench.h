@@ -93,6 +93,18 @@ class ResultMismatch : public std::runtime_error {
 // Throws SpecError/UserError for a bad spec or options, ResultMismatch on a wrong result.
 LayerBenchResult benchLayer(const std::string& spec, const BenchOptions& options);
 
+// Disk-cache hits: every forward and backward kernel of `specs` (float32), which must be in
+// `cache`'s directory already (as after benchLayer with the same cache), dropped from memory and
+// loaded from disk `repeats` times each. Throws UserError if a load is not a disk hit.
+struct CacheHitTiming {
+  int kernels = 0;
+  int loads = 0;
+  double medianMs = 0;
+  double slowestMs = 0;
+};
+CacheHitTiming timeDiskCacheHits(const std::vector<std::string>& specs, const cpu::CacheOptions& cache,
+                                 int repeats);
+
 struct HostInfo {
   std::string cpuModel;   // /proc/cpuinfo "model name"
   std::string vectorIsa;  // "AVX-512", "AVX2" or "SSE/other"
