@@ -63,8 +63,10 @@ int contractions(const KernelProgram& program) {
 }
 
 int run(int argc, char** argv) {
-  CLI::App app{"einjit_kernel_profile: the time of a layer's forward kernel, and of its backward kernel "
-               "whole and one gradient at a time (float32, all einjit threads, warm buffers)"};
+  CLI::App app{"einjit_kernel_profile: the time of a layer's forward kernel, of its backward kernel "
+               "recomputing the forward's intermediates, and of the training pair (a forward that saves "
+               "them, the backward on them: whole and one gradient at a time); float32, all einjit "
+               "threads, warm buffers"};
   std::string spec;
   int64_t rows = 2048;
   int runs = 30;
@@ -81,17 +83,23 @@ int run(int argc, char** argv) {
 
   std::printf("%s, %lld rows, float32, %d threads, median (min) of %d warm runs\n\n", layer.spec.c_str(),
               static_cast<long long>(rows), cpu::defaultThreadPool().size(), runs);
-  std::printf("%-9s %-22s %12s %20s\n", "kernel", "computes", "contractions", "ms");
+  std::printf("%-9s %-36s %12s %20s\n", "kernel", "computes", "contractions", "ms");
   auto report = [&](const char* kernel, const std::string& computes, const KernelProgram& program) {
     std::fprintf(stderr, "timing %s (%s)...\n", kernel, computes.c_str());
     const Measured m = timeKernel(program, rows, runs);
-    std::printf("%-9s %-22s %12d %11.3f (%.3f)\n", kernel, computes.c_str(), contractions(program), m.medianMs,
+    std::printf("%-9s %-36s %12d %11.3f (%.3f)\n", kernel, computes.c_str(), contractions(program), m.medianMs,
                 m.minMs);
   };
   report("forward", "y", forwardKernel(layer, DType::F32));
-  const KernelProgram backward = backwardKernel(layer, DType::F32);
   std::string all;
   for (const std::string& g : gradients) all += (all.empty() ? "" : ", ") + g;
+  report("backward", all + " (recomputing)", backwardKernel(layer, DType::F32));
+  // What training runs (cpuLayerBackward, StructuredLinear): a forward that keeps the values
+  // the backward needs, and the backward on them.
+  const TrainingKernels training = trainingKernels(layer, DType::F32);
+  if (training.savedCount() > 0)
+    report("forward", "y + " + std::to_string(training.savedCount()) + " saved", training.forward);
+  const KernelProgram& backward = training.backward;
   report("backward", all, backward);
   if (backward.outputs.size() > 1)
     for (std::size_t k = 0; k < backward.outputs.size(); ++k)

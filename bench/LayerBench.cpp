@@ -7,6 +7,7 @@
 #include <ctime>
 #include <fstream>
 #include <map>
+#include <set>
 #include <memory>
 #include <thread>
 
@@ -138,17 +139,22 @@ struct KernelStep {
 void benchCpu(const ir::LayerProgram& layer, const TensorMap& params, const Tensor& x,
               const Tensor& dy, const LayerGradients& expected, DenseSgemm& sgemm,
               const BenchOptions& options, LayerBenchResult& result) {
-  // Forward+backward is what cpuLayerBackward runs: the forward kernel (y), then the backward
-  // kernel (dx and the parameter gradients; it recomputes forward intermediates itself).
+  // Forward: the forward kernel (y). Forward+backward is what cpuLayerBackward runs: the
+  // training forward kernel (y and the values the backward needs), then the backward kernel
+  // (dx and the parameter gradients) on those values.
   std::vector<Tensor> inputs = {x};
   for (Tensor& weight : kernelParameterTensors(layer, params, DType::F32))
     inputs.push_back(std::move(weight));
   std::vector<KernelStep> steps;
-  steps.emplace_back(forwardKernel(layer, DType::F32), inputs, result.rows, options.cache, result);
-  if (result.backward) {
+  if (!result.backward) {
+    steps.emplace_back(forwardKernel(layer, DType::F32), inputs, result.rows, options.cache, result);
+  } else {
+    TrainingKernels kernels = trainingKernels(layer, DType::F32);
+    steps.emplace_back(std::move(kernels.forward), inputs, result.rows, options.cache, result);
+    steps[0].run(result.rows);
     inputs.push_back(dy);
-    steps.emplace_back(backwardKernel(layer, DType::F32), inputs, result.rows, options.cache,
-                       result);
+    for (std::size_t k = 1; k < steps[0].outputs.size(); ++k) inputs.push_back(steps[0].outputs[k]);
+    steps.emplace_back(std::move(kernels.backward), inputs, result.rows, options.cache, result);
   }
 
   // The layer API on the check rows against the naive result, every output.
@@ -458,10 +464,16 @@ nlohmann::json reportJson(const std::vector<LayerBenchResult>& results, const Ho
 CacheHitTiming timeDiskCacheHits(const std::vector<std::string>& specs, const cpu::CacheOptions& cache,
                                  int repeats) {
   std::vector<KernelProgram> programs;
+  std::set<std::string> fingerprints;
+  auto add = [&](KernelProgram program) {
+    if (fingerprints.insert(program.fingerprint()).second) programs.push_back(std::move(program));
+  };
   for (const std::string& spec : specs) {
     const ir::LayerProgram layer = buildLayer(spec);
-    programs.push_back(forwardKernel(layer, DType::F32));
-    programs.push_back(backwardKernel(layer, DType::F32));
+    add(forwardKernel(layer, DType::F32));
+    TrainingKernels training = trainingKernels(layer, DType::F32);
+    add(std::move(training.forward));
+    add(std::move(training.backward));
   }
   std::vector<double> times;
   for (int repeat = 0; repeat < repeats; ++repeat)

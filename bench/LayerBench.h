@@ -93,7 +93,8 @@ class ResultMismatch : public std::runtime_error {
 // Throws SpecError/UserError for a bad spec or options, ResultMismatch on a wrong result.
 LayerBenchResult benchLayer(const std::string& spec, const BenchOptions& options);
 
-// Disk-cache hits: every forward and backward kernel of `specs` (float32), which must be in
+// Disk-cache hits: every kernel benchLayer runs for `specs` (float32: forward, training forward
+// and backward), which must be in
 // `cache`'s directory already (as after benchLayer with the same cache), dropped from memory and
 // loaded from disk `repeats` times each. Throws UserError if a load is not a disk hit.
 struct CacheHitTiming {

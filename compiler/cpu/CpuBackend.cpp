@@ -199,17 +199,24 @@ LayerGradients cpuLayerBackward(const ir::LayerProgram& layer, const TensorMap& 
   std::vector<const Tensor*> inputs = {&inDType(x, dtype, xStorage)};
   for (const Tensor& weight : weights) inputs.push_back(&weight);
 
-  // The backward kernel recomputes what it needs of the forward pass but does not return y.
-  const KernelProgram forward = forwardKernel(layer, dtype);
-  const KernelProgram backward = backwardKernel(layer, dtype);
-  const std::shared_ptr<const LoadedKernel> forwardCode = compileKernel(forward);
-  const std::shared_ptr<const LoadedKernel> backwardCode = compileKernel(backward);
+  // The forward kernel also returns what the backward needs of it (trainingKernels), so the
+  // backward kernel does not recompute it.
+  const TrainingKernels kernels = trainingKernels(layer, dtype);
+  const std::shared_ptr<const LoadedKernel> forwardCode = compileKernel(kernels.forward);
+  const std::shared_ptr<const LoadedKernel> backwardCode = compileKernel(kernels.backward);
 
   LayerGradients result;
-  result.y = outputTensor(forward, 0, rows);
-  runKernel(forward, *forwardCode, rows, inputs, {&result.y});
+  result.y = outputTensor(kernels.forward, 0, rows);
+  std::vector<Tensor> saved;
+  for (std::size_t k = 1; k < kernels.forward.outputs.size(); ++k)
+    saved.push_back(outputTensor(kernels.forward, k, rows));
+  std::vector<Tensor*> forwardOutputs = {&result.y};
+  for (Tensor& value : saved) forwardOutputs.push_back(&value);
+  runKernel(kernels.forward, *forwardCode, rows, inputs, forwardOutputs);
 
   inputs.push_back(&inDType(dy, dtype, dyStorage));
+  for (const Tensor& value : saved) inputs.push_back(&value);
+  const KernelProgram& backward = kernels.backward;
   std::vector<Tensor> gradients;  // dx, then one per kernel parameter input
   for (std::size_t k = 0; k < backward.outputs.size(); ++k)
     gradients.push_back(outputTensor(backward, k, rows));

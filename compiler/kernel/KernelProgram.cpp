@@ -602,6 +602,59 @@ KernelProgram backwardKernel(const ir::LayerProgram& layer, DType dtype) {
   return finishKernel(std::move(kernel));
 }
 
+TrainingKernels trainingKernels(const ir::LayerProgram& layer, DType dtype) {
+  TrainingKernels kernels{forwardKernel(layer, dtype), backwardKernel(layer, dtype)};
+  KernelProgram& forward = kernels.forward;
+  KernelProgram& backward = kernels.backward;
+  // Value names are unique in both programs, and the backward's forward values keep theirs.
+  std::map<std::string, ValueId> forwardId;
+  for (std::size_t id = 0; id < forward.values.size(); ++id)
+    forwardId.emplace(forward.values[id].name, static_cast<ValueId>(id));
+  std::vector<int> producer(backward.values.size(), -1);  // op index in backward
+  for (std::size_t k = 0; k < backward.ops.size(); ++k)
+    producer[backward.ops[k].result] = static_cast<int>(k);
+  auto isForwardValue = [&](ValueId id) { return forwardId.count(backward.values[id].name) > 0; };
+
+  // From what the gradient ops read, back through views to the values worth keeping.
+  std::vector<ValueId> pending, saved;
+  std::vector<bool> seen(backward.values.size(), false);
+  for (const ir::Op& op : backward.ops)
+    if (!isForwardValue(op.result))
+      for (ValueId id : op.inputs)
+        if (isForwardValue(id)) pending.push_back(id);
+  while (!pending.empty()) {
+    const ValueId id = pending.back();
+    pending.pop_back();
+    if (seen[id] || producer[id] < 0) continue;  // done, or a kernel input
+    seen[id] = true;
+    const ir::Op& op = backward.ops[producer[id]];
+    const bool computes = op.kind == OpKind::Contract || op.kind == OpKind::Add;
+    if (computes && startsWithRows(backward.values[id].shape))
+      saved.push_back(id);
+    else if (!computes)
+      pending.insert(pending.end(), op.inputs.begin(), op.inputs.end());
+    // A computed value without rows depends on parameters only: cheap, recomputed.
+  }
+  if (saved.empty()) return kernels;
+  std::sort(saved.begin(), saved.end());  // program order, for stable kernels
+
+  std::vector<bool> isSaved(backward.values.size(), false);
+  for (ValueId id : saved) {
+    isSaved[id] = true;
+    forward.outputs.push_back(forwardId.at(backward.values[id].name));
+    backward.inputs.push_back(id);
+  }
+  std::vector<ir::Op> ops;
+  for (ir::Op& op : backward.ops)
+    if (!isSaved[op.result]) ops.push_back(std::move(op));
+  backward.ops = std::move(ops);
+  forward.name = kernelName(layer, "training_forward");
+  backward.name = kernelName(layer, "backward_from_saved");
+  forward = finishKernel(std::move(forward));
+  backward = finishKernel(std::move(backward));
+  return kernels;
+}
+
 KernelProgram einsumKernel(const BoundEinsum& einsum, const ContractionPlan& plan, DType dtype) {
   const int numLabels = einsum.numLabels();
   const int numOperands = static_cast<int>(einsum.inputLabels.size());

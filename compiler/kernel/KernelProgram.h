@@ -59,6 +59,20 @@ KernelProgram forwardKernel(const ir::LayerProgram& layer, DType dtype);
 // that the gradients need are recomputed inside the kernel.
 KernelProgram backwardKernel(const ir::LayerProgram& layer, DType dtype);
 
+// The kernels of a training step, which keep what the forward computes for the backward
+// instead of recomputing it. `forward`: forwardKernel with more outputs after y, the saved
+// values: the row values made by a contraction or an add that the gradients read (directly or
+// through reshapes, permutes, pads and truncates, which the backward redoes on them). `backward`:
+// backwardKernel taking the saved values as inputs after dy, in the same order, and not
+// recomputing them. With nothing to save (dense, whose gradients read only x, the weights and
+// dy) both equal forwardKernel and backwardKernel.
+struct TrainingKernels {
+  KernelProgram forward;
+  KernelProgram backward;
+  std::size_t savedCount() const { return forward.outputs.size() - 1; }
+};
+TrainingKernels trainingKernels(const ir::LayerProgram& layer, DType dtype);
+
 // `program` computing only some of its outputs (`keep`: indices into program.outputs, in the
 // order wanted), without the ops those do not need. The inputs stay as they are, so the
 // program is called with the same buffers; the name gets a suffix naming the kept outputs.

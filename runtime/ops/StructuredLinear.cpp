@@ -14,8 +14,11 @@ namespace einjit::rt {
 struct StructuredLinear::State {
   ir::LayerProgram program;
   DType dtype = DType::F32;
-  KernelProgram forward, backward;
-  std::shared_ptr<const cpu::LoadedKernel> forwardCode, backwardCode;
+  // forward: inference (y only); training: y and what the backward needs, and the backward on
+  // those (trainingKernels), used when the tape records gradients.
+  KernelProgram forward;
+  TrainingKernels training;
+  std::shared_ptr<const cpu::LoadedKernel> forwardCode, trainingForwardCode, backwardCode;
   std::vector<KernelParameterInput> kernelInputs;
   bool normalised = false;   // some kernel input is a weight-normalised parameter
   std::vector<Var> weights;  // one per IR parameter, in IR order
@@ -76,9 +79,10 @@ StructuredLinear::StructuredLinear(std::string name, const std::string& spec, in
   for (const KernelParameterInput& input : state->kernelInputs)
     state->normalised = state->normalised || input.weightNormOp >= 0;
   state->forward = forwardKernel(program_, dtype);
-  state->backward = backwardKernel(program_, dtype);
+  state->training = trainingKernels(program_, dtype);
   state->forwardCode = cpu::compileKernel(state->forward);
-  state->backwardCode = cpu::compileKernel(state->backward);
+  state->trainingForwardCode = cpu::compileKernel(state->training.forward);
+  state->backwardCode = cpu::compileKernel(state->training.backward);
   state_ = std::move(state);
 }
 
@@ -108,19 +112,35 @@ Var StructuredLinear::forward(Tape& tape, const Var& x) const {
     for (const KernelParameterInput& kernelInput : state.kernelInputs)
       inputs.push_back(&state.weights[kernelInput.param]->value);
   }
-  // The compiled kernels overwrite every element of their outputs.
+  bool anyGrad = x->requiresGrad || (state.bias && state.bias->requiresGrad);
+  for (const Var& weight : state.weights) anyGrad = anyGrad || weight->requiresGrad;
+  const bool recordGrad = tape.recording() && anyGrad;
+
+  // The compiled kernels overwrite every element of their outputs. With gradients to come, the
+  // forward also writes the values the backward reads (kept by the closure below).
   Tensor y = Tensor::uninitialised(state.dtype, {rows, program_.dOut});
-  cpu::runKernel(state.forward, *state.forwardCode, rows, inputs, {&y});
+  auto saved = std::make_shared<std::vector<Tensor>>();
+  if (recordGrad) {
+    const KernelProgram& forward = state.training.forward;
+    std::vector<Tensor*> outputs = {&y};
+    for (std::size_t k = 1; k < forward.outputs.size(); ++k) {
+      Shape shape = forward.values[forward.outputs[k]].shape;
+      shape[0] = rows;  // saved values are row values
+      saved->push_back(Tensor::uninitialised(state.dtype, std::move(shape)));
+    }
+    for (Tensor& value : *saved) outputs.push_back(&value);
+    cpu::runKernel(forward, *state.trainingForwardCode, rows, inputs, outputs);
+  } else {
+    cpu::runKernel(state.forward, *state.forwardCode, rows, inputs, {&y});
+  }
   if (state.bias)
     detail::dispatch(state.dtype,
                      [&](auto tag) { addBiasRows<decltype(tag)>(y, state.bias->value); });
 
-  bool anyGrad = x->requiresGrad || (state.bias && state.bias->requiresGrad);
-  for (const Var& weight : state.weights) anyGrad = anyGrad || weight->requiresGrad;
-  Var out = detail::makeResult(std::move(y), tape.recording() && anyGrad);
+  Var out = detail::makeResult(std::move(y), recordGrad);
   if (!out->requiresGrad) return out;
 
-  tape.record([out, x, statePtr = state_, normalisedWeights] {
+  tape.record([out, x, statePtr = state_, normalisedWeights, saved] {
     if (out->grad.numel() == 0) return;
     const State& s = *statePtr;
     const int64_t n = x->value.shape()[0];
@@ -132,6 +152,7 @@ Var StructuredLinear::forward(Tape& tape, const Var& x) const {
         kernelInputs.push_back(&s.weights[kernelInput.param]->value);
     }
     kernelInputs.push_back(&out->grad);
+    for (const Tensor& value : *saved) kernelInputs.push_back(&value);
 
     // dx, then the gradient of every kernel parameter input.
     std::vector<Tensor> gradients;
@@ -142,7 +163,7 @@ Var StructuredLinear::forward(Tape& tape, const Var& x) const {
     }
     std::vector<Tensor*> outputs;
     for (Tensor& gradient : gradients) outputs.push_back(&gradient);
-    cpu::runKernel(s.backward, *s.backwardCode, n, kernelInputs, outputs);
+    cpu::runKernel(s.training.backward, *s.backwardCode, n, kernelInputs, outputs);
 
     if (x->requiresGrad) detail::accumulate(*x, std::move(gradients[0]));
     if (s.normalised) {

@@ -179,6 +179,51 @@ TEST_P(StructureKernels, BackwardKernelMatchesTheLayer) {
   }
 }
 
+// The training pair computes what forwardKernel and backwardKernel compute, with the backward
+// reading the forward's saved values instead of recomputing them.
+TEST_P(StructureKernels, TrainingKernelsMatchTheLayer) {
+  const TrainingKernels training = trainingKernels(layer_, DType::F64);
+  const KernelProgram& forward = training.forward;
+  const KernelProgram& backward = training.backward;
+  const int numParams = countNonGainParams(layer_);
+  ASSERT_EQ(forward.outputs.size(), 1 + training.savedCount());
+  ASSERT_EQ(forward.inputs.size(), forwardKernel(layer_, DType::F64).inputs.size());
+  ASSERT_EQ(backward.inputs.size(), 2 + numParams + training.savedCount());
+  ASSERT_EQ(static_cast<int>(backward.outputs.size()), 1 + numParams);
+  for (std::size_t k = 1; k < forward.outputs.size(); ++k) {
+    EXPECT_TRUE(forward.isRowValue(forward.outputs[k])) << "saved value " << k;
+    EXPECT_EQ(forward.values[forward.outputs[k]].shape,
+              backward.values[backward.inputs[2 + numParams + k - 1]].shape);
+  }
+  auto contractions = [](const KernelProgram& program) {
+    return std::count_if(program.ops.begin(), program.ops.end(),
+                         [](const ir::Op& op) { return op.kind == OpKind::Contract; });
+  };
+  // A saved value is work the backward no longer does.
+  EXPECT_LE(contractions(backward), contractions(backwardKernel(layer_, DType::F64)));
+  if (training.savedCount() > 0) {
+    EXPECT_LT(contractions(backward), contractions(backwardKernel(layer_, DType::F64)));
+  }
+
+  const std::vector<Tensor> parameters = kernelParameterTensors(layer_, params_, DType::F64);
+  std::vector<const Tensor*> inputs = {&x_};
+  for (const Tensor& tensor : parameters) inputs.push_back(&tensor);
+  const std::vector<Tensor> forwardOutputs = referenceRunKernel(forward, kRowCount, inputs);
+  EXPECT_LT(relativeError(forwardOutputs[0], referenceLayerForward(layer_, params_, x_)), 1e-12);
+  inputs.push_back(&dy_);
+  for (std::size_t k = 1; k < forwardOutputs.size(); ++k) inputs.push_back(&forwardOutputs[k]);
+  const std::vector<Tensor> outputs = referenceRunKernel(backward, kRowCount, inputs);
+
+  const LayerGradients expected = referenceLayerBackward(layer_, params_, x_, dy_);
+  EXPECT_LT(relativeError(outputs[0], expected.dx), 1e-10) << "dx";
+  std::vector<const Tensor*> kernelGradients = pointers(outputs);
+  kernelGradients.erase(kernelGradients.begin());
+  const TensorMap dparams = layerParameterGradients(layer_, params_, kernelGradients, DType::F64);
+  for (const ir::Parameter& param : layer_.params)
+    EXPECT_LT(relativeError(dparams.at(param.name), expected.dparams.at(param.name)), 1e-10)
+        << "d" << param.name;
+}
+
 INSTANTIATE_TEST_SUITE_P(AllStructures, StructureKernels, ::testing::ValuesIn(structureCases()),
                          caseName);
 
@@ -210,6 +255,29 @@ TEST(StructureKernelPrograms, DenseBackwardIsTheTwoTransposedProducts) {
 
 // keepOutputs: dense's backward without dx is the dW product alone, with the same inputs; it
 // runs to the same dW as the whole program.
+// BTT saves the first core's result, so its backward does 4 contractions instead of 5; dense
+// has nothing worth saving (its gradients read x, W and dy only), so its pair is the plain one.
+TEST(StructureKernelPrograms, TrainingKernelsSaveWhatTheBackwardRecomputes) {
+  auto contractions = [](const KernelProgram& program) {
+    return std::count_if(program.ops.begin(), program.ops.end(),
+                         [](const ir::Op& op) { return op.kind == OpKind::Contract; });
+  };
+  const ir::LayerProgram btt = buildLayer("btt(in=16, out=16, rank=2)");
+  const TrainingKernels bttTraining = trainingKernels(btt, DType::F32);
+  ASSERT_EQ(bttTraining.savedCount(), 1u);
+  EXPECT_EQ(bttTraining.forward.values[bttTraining.forward.outputs[1]].shape,
+            (Shape{kRows, 4, 4, 2}));
+  EXPECT_EQ(contractions(backwardKernel(btt, DType::F32)), 5);
+  EXPECT_EQ(contractions(bttTraining.backward), 4);
+  EXPECT_EQ(contractions(bttTraining.forward), 2);
+
+  const ir::LayerProgram dense = buildLayer("dense(in=6, out=5)");
+  const TrainingKernels denseTraining = trainingKernels(dense, DType::F32);
+  EXPECT_EQ(denseTraining.savedCount(), 0u);
+  EXPECT_EQ(denseTraining.forward.fingerprint(), forwardKernel(dense, DType::F32).fingerprint());
+  EXPECT_EQ(denseTraining.backward.fingerprint(), backwardKernel(dense, DType::F32).fingerprint());
+}
+
 TEST(StructureKernelPrograms, KeepOutputsDropsTheOpsOnlyOtherOutputsNeed) {
   const KernelProgram backward = backwardKernel(buildLayer("dense(in=6, out=5)"), DType::F64);
   const KernelProgram dw = keepOutputs(backward, {1});
