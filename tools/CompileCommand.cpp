@@ -30,6 +30,7 @@ struct CompileOptions {
   std::string arch = "sm_90a";
   std::string precision;  // cuda: f32, f64 or bf16; default from --dtype
   bool backward = false;
+  bool training = false;
 };
 
 cpu::EmitStage parseStage(const std::string& name) {
@@ -51,9 +52,13 @@ KernelProgram kernelFor(const CompileOptions& o, DType dtype) {
   if (o.spec.find('(') != std::string::npos) {  // a structure spec
     if (!o.shapes.empty()) throw UserError("--shapes applies to classic einsums only");
     ir::LayerProgram layer = buildLayer(o.spec);
+    if (o.training) {
+      TrainingKernels kernels = trainingKernels(layer, dtype);
+      return o.backward ? std::move(kernels.backward) : std::move(kernels.forward);
+    }
     return o.backward ? backwardKernel(layer, dtype) : forwardKernel(layer, dtype);
   }
-  if (o.backward) throw UserError("--backward applies to structure specs only");
+  if (o.backward || o.training) throw UserError("--backward and --training apply to structure specs only");
   if (o.shapes.empty()) throw UserError("compiling a classic einsum needs the operand shapes: --shapes 2x3,3x4");
   BoundEinsum einsum = bindEinsum(parseEinsum(o.spec), parseShapeList(o.shapes));
   ContractionPlan plan = planContraction(einsum.inputLabels, einsum.outputLabels, einsum.labelSize);
@@ -110,7 +115,7 @@ void addCompileCommand(CLI::App& app) {
   auto o = std::make_shared<CompileOptions>();
   CLI::App* cmd = app.add_subcommand(
       "compile",
-      "Compile a structured layer (forward, or --backward) or a classic einsum and print one "
+      "Compile a structured layer (forward, or --backward; --training for the pair training runs) or a classic einsum and print one "
       "stage. cpu: mlir (linalg), mlir-lowered (LLVM dialect after tiling and vectorisation), "
       "llvm, asm, obj. cuda (needs NVRTC, not a GPU): cuda (CUDA C++), ptx, cubin");
   cmd->add_option("SPEC", o->spec, "structure spec or classic einsum")->required();
@@ -121,7 +126,12 @@ void addCompileCommand(CLI::App& app) {
   cmd->add_option("--arch", o->arch, "cuda: GPU architecture for ptx/cubin")->capture_default_str();
   cmd->add_option("--precision", o->precision, "cuda: device storage f32, f64 or bf16 (default: --dtype)");
   cmd->add_option("--dtype", o->dtype, "f32 or f64")->capture_default_str();
-  cmd->add_flag("--backward", o->backward, "compile the layer's backward kernel (dx and parameter gradients)");
+  cmd->add_flag("--backward", o->backward,
+                "compile the layer's backward kernel (dx and parameter gradients; it recomputes the "
+                "forward's intermediates unless --training)");
+  cmd->add_flag("--training", o->training,
+                "compile the kernels training runs: the forward that also returns the intermediates "
+                "the backward reads, or with --backward the backward that takes them");
   cmd->add_option("-o,--output", o->output, "write here instead of stdout (required for obj and cubin)");
   cmd->callback([o] { compile(*o); });
 }

@@ -128,8 +128,13 @@ void computeRowTilesInPlace(mlir::ModuleOp module) {
     llvm::SmallVector<mlir::Operation*> reshapes;  // from the insert back to the empty tensor
     mlir::Value value = insert.getSource();
     mlir::tensor::EmptyOp empty;
+    // The tile's result itself (up to the first op that computes it) may have other readers:
+    // a saved intermediate of a training forward is both an output and the next op's operand,
+    // which then reads it from the output buffer. Further back, a second use would need the
+    // value before it is overwritten in place.
+    bool pastResult = false;
     while (!empty) {
-      if (!value.hasOneUse()) break;
+      if (pastResult && !value.hasOneUse()) break;
       mlir::Operation* def = value.getDefiningOp();
       if (!def) break;
       if (auto found = llvm::dyn_cast<mlir::tensor::EmptyOp>(def)) {
@@ -139,8 +144,10 @@ void computeRowTilesInPlace(mlir::ModuleOp module) {
         value = def->getOperand(0);
       } else if (auto dps = llvm::dyn_cast<mlir::DestinationStyleOpInterface>(def)) {
         value = dps.getTiedOpOperand(llvm::cast<mlir::OpResult>(value))->get();
+        pastResult = true;
       } else if (auto loop = llvm::dyn_cast<mlir::scf::ForOp>(def)) {
         value = loop.getTiedLoopInit(llvm::cast<mlir::OpResult>(value))->get();
+        pastResult = true;
       } else {
         break;
       }

@@ -157,6 +157,29 @@ TEST_F(Schedule, ParametersLargerThanL2AreStreamed) {
   EXPECT_EQ(chooseLayout(program, host).rowTiles.front(), 24);
 }
 
+// A training forward's saved intermediate is an output, but the next contraction reads its tile,
+// so it counts as an intermediate too: the row tiles are no taller than the plain forward's
+// (counted as an output only, BTT rank 4 at d = 4096 took 256-row tiles, 16 MB of
+// intermediate each, and ran 80% slower; its parameters are streamed, so its tiles are 24
+// rows either way).
+TEST_F(Schedule, SavedIntermediatesKeepRowTilesInCache) {
+  for (const char* spec : {"btt(in=4096, out=4096, rank=4)", "btt(in=1024, out=1024, rank=1)",
+                           "monarch(in=1024, out=1024, blocks=32)"}) {
+    const ir::LayerProgram layer = buildLayer(spec);
+    const TrainingKernels training = trainingKernels(layer, DType::F32);
+    ASSERT_EQ(training.savedCount(), 1u) << spec;
+    const std::vector<int64_t> saving = chooseLayout(training.forward, hostTarget()).rowTiles;
+    const std::vector<int64_t> plain = chooseLayout(forwardKernel(layer, DType::F32), hostTarget()).rowTiles;
+    ASSERT_FALSE(saving.empty() || plain.empty());
+    EXPECT_LE(saving.front(), plain.front()) << spec;
+    EXPECT_GE(saving.front(), plain.front() / 2) << spec;
+  }
+  HostTarget host = hostTarget();
+  host.l2Bytes = 2 << 20;
+  const KernelProgram streamed = trainingKernels(buildLayer("btt(in=4096, out=4096, rank=4)"), DType::F32).forward;
+  EXPECT_EQ(chooseLayout(streamed, host).rowTiles.front(), 24);
+}
+
 // A parameter gradient summed over the rows carries its sum in whole register tiles with the
 // N tiles (panels of the wider operand) outside the M tiles: dense d = 1024's dW[i, o] is
 // carried as (o / nr, i / mr, mr, nr).
