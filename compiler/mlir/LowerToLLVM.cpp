@@ -98,7 +98,10 @@ bool unitInnermostStride(mlir::MemRefType type) {
 // LLVM left it as scalar loads and stores, a sixth of a BTT backward. Others become loops
 // (linalg.copy), which LLVM vectorises when they are long.
 void replaceMemrefCopies(mlir::ModuleOp module) {
-  constexpr int64_t kVectorCopyElements = 4096;  // larger copies would unroll into much code
+  // The vector copy unrolls into one transfer per contiguous run: larger copies, or more runs,
+  // would be much code (a pad's copy of 1024 runs of 3 floats took LLVM two minutes to compile).
+  constexpr int64_t kMaxVectorCopyElements = 4096;
+  constexpr int64_t kMaxVectorCopyRuns = 64;
   llvm::SmallVector<mlir::memref::CopyOp> copies;
   module.walk([&](mlir::memref::CopyOp copy) { copies.push_back(copy); });
   mlir::IRRewriter rewriter(module.getContext());
@@ -107,7 +110,9 @@ void replaceMemrefCopies(mlir::ModuleOp module) {
     const auto source = llvm::cast<mlir::MemRefType>(copy.getSource().getType());
     const auto target = llvm::cast<mlir::MemRefType>(copy.getTarget().getType());
     if (unitInnermostStride(source) && unitInnermostStride(target) &&
-        source.getNumElements() <= kVectorCopyElements && mlir::succeeded(mlir::linalg::vectorizeCopy(rewriter, copy)))
+        source.getNumElements() <= kMaxVectorCopyElements &&
+        source.getNumElements() / std::max<int64_t>(source.getShape().back(), 1) <= kMaxVectorCopyRuns &&
+        mlir::succeeded(mlir::linalg::vectorizeCopy(rewriter, copy)))
       continue;
     rewriter.replaceOpWithNewOp<mlir::linalg::CopyOp>(copy, copy.getSource(), copy.getTarget());
   }
