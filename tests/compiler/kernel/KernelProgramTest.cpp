@@ -255,21 +255,29 @@ TEST(StructureKernelPrograms, DenseBackwardIsTheTwoTransposedProducts) {
 
 // keepOutputs: dense's backward without dx is the dW product alone, with the same inputs; it
 // runs to the same dW as the whole program.
-// BTT saves the first core's result, so its backward does 4 contractions instead of 5; dense
-// has nothing worth saving (its gradients read x, W and dy only), so its pair is the plain one.
+// BTT saves the first core's result t (N, a, c, r), so its backward does 4 contractions instead
+// of 5, in the order dW1 (a GEMM per c summed over the rows) reads it: (N, c, a, r), written so
+// by the contraction that makes it, which the second core's contraction then reads. Dense has
+// nothing worth saving (its gradients read x, W and dy only), so its pair is the plain one.
 TEST(StructureKernelPrograms, TrainingKernelsSaveWhatTheBackwardRecomputes) {
   auto contractions = [](const KernelProgram& program) {
     return std::count_if(program.ops.begin(), program.ops.end(),
                          [](const ir::Op& op) { return op.kind == OpKind::Contract; });
   };
-  const ir::LayerProgram btt = buildLayer("btt(in=16, out=16, rank=2)");
+  const ir::LayerProgram btt = buildLayer("btt(in=8, out=64, rank=2)");
   const TrainingKernels bttTraining = trainingKernels(btt, DType::F32);
   ASSERT_EQ(bttTraining.savedCount(), 1u);
-  EXPECT_EQ(bttTraining.forward.values[bttTraining.forward.outputs[1]].shape,
-            (Shape{kRows, 4, 4, 2}));
+  const KernelProgram& forward = bttTraining.forward;
+  const ir::ValueId saved = forward.outputs[1];
+  EXPECT_EQ(forward.values[saved].shape, (Shape{kRows, 8, 4, 2}));
   EXPECT_EQ(contractions(backwardKernel(btt, DType::F32)), 5);
   EXPECT_EQ(contractions(bttTraining.backward), 4);
-  EXPECT_EQ(contractions(bttTraining.forward), 2);
+  EXPECT_EQ(contractions(forward), 2);
+  std::vector<std::string> equations;
+  for (const ir::Op& op : forward.ops)
+    if (op.kind == OpKind::Contract) equations.push_back(op.equation);
+  EXPECT_EQ(equations, (std::vector<std::string>{"zab,abcr->zcar", "zcar,card->zcd"}));
+  for (const ir::Op& op : forward.ops) EXPECT_NE(op.kind, OpKind::Permute);
 
   const ir::LayerProgram dense = buildLayer("dense(in=6, out=5)");
   const TrainingKernels denseTraining = trainingKernels(dense, DType::F32);
