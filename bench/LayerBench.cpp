@@ -104,8 +104,8 @@ struct KernelStep {
   std::shared_ptr<const cpu::LoadedKernel> kernel;
   std::vector<Tensor> inputs, outputs;
 
-  // Compiles `program` and allocates its inputs (`inputs`, viewed with the declared shapes) and
-  // outputs for `rows` rows.
+  // Compiles `program` and allocates its first inputs (`inputs`, viewed with the declared
+  // shapes; any further ones are borrowedInputs) and its outputs for `rows` rows.
   KernelStep(KernelProgram kernelProgram, std::vector<Tensor> kernelInputs, int64_t rows,
              const cpu::CacheOptions& cache, LayerBenchResult& result)
       : program(std::move(kernelProgram)), inputs(std::move(kernelInputs)) {
@@ -118,7 +118,7 @@ struct KernelStep {
         (source == "disk" && result.compileSource == "memory"))
       result.compileSource = source;
 
-    if (inputs.size() != program.inputs.size())
+    if (inputs.size() > program.inputs.size())
       throw ResultMismatch(fmt::format("{}: {} takes {} inputs, the layer gives {}", result.spec,
                                        program.name, program.inputs.size(), inputs.size()));
     for (std::size_t i = 0; i < inputs.size(); ++i)
@@ -127,10 +127,15 @@ struct KernelStep {
       outputs.emplace_back(DType::F32, withRows(program.values[id].shape, rows));
   }
 
+  // Inputs after `inputs` that another step's outputs hold (the saved values a training
+  // forward passes to the backward, read where that step wrote them, as training does).
+  std::vector<const Tensor*> borrowedInputs;
+
   void run(int64_t rows) {
     std::vector<const Tensor*> in;
     std::vector<Tensor*> out;
     for (const Tensor& t : inputs) in.push_back(&t);
+    in.insert(in.end(), borrowedInputs.begin(), borrowedInputs.end());
     for (Tensor& t : outputs) out.push_back(&t);
     cpu::runKernel(program, *kernel, rows, in, out);
   }
@@ -146,16 +151,22 @@ void benchCpu(const ir::LayerProgram& layer, const TensorMap& params, const Tens
   for (Tensor& weight : kernelParameterTensors(layer, params, DType::F32))
     inputs.push_back(std::move(weight));
   std::vector<KernelStep> steps;
+  steps.reserve(2);  // the backward borrows the forward's outputs
   if (!result.backward) {
     steps.emplace_back(forwardKernel(layer, DType::F32), inputs, result.rows, options.cache, result);
   } else {
     TrainingKernels kernels = trainingKernels(layer, DType::F32);
     steps.emplace_back(std::move(kernels.forward), inputs, result.rows, options.cache, result);
-    steps[0].run(result.rows);
     inputs.push_back(dy);
-    for (std::size_t k = 1; k < steps[0].outputs.size(); ++k) inputs.push_back(steps[0].outputs[k]);
     steps.emplace_back(std::move(kernels.backward), inputs, result.rows, options.cache, result);
+    for (std::size_t k = 1; k < steps[0].outputs.size(); ++k)
+      steps[1].borrowedInputs.push_back(&steps[0].outputs[k]);
   }
+  for (const KernelStep& step : steps)
+    if (step.inputs.size() + step.borrowedInputs.size() != step.program.inputs.size())
+      throw ResultMismatch(fmt::format("{}: {} takes {} inputs, the layer gives {}", result.spec,
+                                       step.program.name, step.program.inputs.size(),
+                                       step.inputs.size() + step.borrowedInputs.size()));
 
   // The layer API on the check rows against the naive result, every output.
   const Tensor xCheck = firstRows(x, result.naiveRows);
