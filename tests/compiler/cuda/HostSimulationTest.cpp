@@ -139,6 +139,39 @@ TEST_P(HostSimulationLayer, ForwardAndBackwardMatchReference) {
 
 INSTANTIATE_TEST_SUITE_P(Structures, HostSimulationLayer, ::testing::ValuesIn(layerCases()), caseName);
 
+// The CPU target's training pair (a forward that also returns what the backward reads, a
+// backward taking it) through the CUDA emitter: every small structure at f64, 67 rows. The
+// device runtime still runs the recomputing backward; this keeps the pair compilable for it.
+TEST(HostSimulationTraining, TrainingKernelsMatchReference) {
+  EmitOptions options;
+  options.precision = Precision::F64;
+  for (const std::string& spec : kSmallStructures) {
+    SCOPED_TRACE(spec);
+    const ir::LayerProgram layer = buildLayer(spec);
+    const TensorMap params = initLayerParams(layer, 7, DType::F64);
+    const Tensor x = randomTensor({67, layer.dIn}, 1);
+    const Tensor dy = randomTensor({67, layer.dOut}, 2);
+    const LayerGradients expected = referenceLayerBackward(layer, params, x, dy);
+    const TrainingKernels training = trainingKernels(layer, DType::F32);
+    const std::vector<Tensor> weights = kernelParameterTensors(layer, params, DType::F64);
+    std::vector<const Tensor*> inputs = {&x};
+    for (const Tensor& weight : weights) inputs.push_back(&weight);
+    const std::vector<Tensor> forward = simulateOnHost(training.forward, options, 67, inputs);
+    ASSERT_EQ(forward.size(), 1 + training.savedCount());
+    EXPECT_LE(relativeError(forward[0], expected.y), kF64Tolerance) << "y";
+    inputs.push_back(&dy);
+    for (std::size_t k = 1; k < forward.size(); ++k) inputs.push_back(&forward[k]);
+    const std::vector<Tensor> gradients = simulateOnHost(training.backward, options, 67, inputs);
+    ASSERT_EQ(gradients.size(), weights.size() + 1);
+    EXPECT_LE(relativeError(gradients[0], expected.dx), kF64Tolerance) << "dx";
+    std::vector<const Tensor*> parameterGradients;
+    for (std::size_t k = 1; k < gradients.size(); ++k) parameterGradients.push_back(&gradients[k]);
+    const TensorMap dparams = layerParameterGradients(layer, params, parameterGradients, DType::F64);
+    for (const auto& [name, gradient] : expected.dparams)
+      EXPECT_LE(relativeError(dparams.at(name), gradient), kF64Tolerance) << "d" << name;
+  }
+}
+
 struct EinsumCase {
   std::string expression;
   std::vector<Shape> shapes;

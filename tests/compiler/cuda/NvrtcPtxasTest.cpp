@@ -102,6 +102,13 @@ TEST_P(NvrtcLayer, ForwardAndBackwardCompileForSm90a) {
     const std::string suffix = precisionName(precision);
     expectCompiles(forwardKernel(layer, DType::F32), precision, GetParam() + " forward " + suffix);
     expectCompiles(backwardKernel(layer, DType::F32), precision, GetParam() + " backward " + suffix);
+    // The CPU target's training pair (saved values out of the forward, into the backward); f32
+    // only: bf16 changes the storage type, not which buffers a kernel has.
+    const TrainingKernels training = trainingKernels(layer, DType::F32);
+    if (training.savedCount() > 0 && precision == Precision::F32) {
+      expectCompiles(training.forward, precision, GetParam() + " training forward " + suffix);
+      expectCompiles(training.backward, precision, GetParam() + " backward from saved " + suffix);
+    }
   }
 }
 
