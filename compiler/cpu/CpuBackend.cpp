@@ -173,6 +173,16 @@ void runKernel(const KernelProgram& program, const LoadedKernel& kernel, int64_t
   }
 }
 
+std::vector<Tensor> runTrainingForward(const KernelProgram& forward, const LoadedKernel& kernel, int64_t rows,
+                                       const std::vector<const Tensor*>& inputs, Tensor& y) {
+  std::vector<Tensor> saved;
+  for (std::size_t k = 1; k < forward.outputs.size(); ++k) saved.push_back(outputTensor(forward, k, rows));
+  std::vector<Tensor*> outputs = {&y};
+  for (Tensor& value : saved) outputs.push_back(&value);
+  runKernel(forward, kernel, rows, inputs, outputs);
+  return saved;
+}
+
 Tensor cpuLayerForward(const ir::LayerProgram& layer, const TensorMap& params, const Tensor& x) {
   const int64_t rows = checkLayerInput(layer, x);
   const DType dtype = layerResultDType(params, x, nullptr);
@@ -209,12 +219,7 @@ LayerGradients cpuLayerBackward(const ir::LayerProgram& layer, const TensorMap& 
 
   LayerGradients result;
   result.y = outputTensor(kernels.forward, 0, rows);
-  std::vector<Tensor> saved;
-  for (std::size_t k = 1; k < kernels.forward.outputs.size(); ++k)
-    saved.push_back(outputTensor(kernels.forward, k, rows));
-  std::vector<Tensor*> forwardOutputs = {&result.y};
-  for (Tensor& value : saved) forwardOutputs.push_back(&value);
-  runKernel(kernels.forward, *forwardCode, rows, inputs, forwardOutputs);
+  const std::vector<Tensor> saved = runTrainingForward(kernels.forward, *forwardCode, rows, inputs, result.y);
 
   inputs.push_back(&inDType(dy, dtype, dyStorage));
   for (const Tensor& value : saved) inputs.push_back(&value);

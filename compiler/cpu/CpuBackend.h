@@ -37,6 +37,12 @@ std::shared_ptr<const LoadedKernel> compileKernel(const KernelProgram& program,
 void runKernel(const KernelProgram& program, const LoadedKernel& kernel, int64_t rows,
                const std::vector<const Tensor*>& inputs, const std::vector<Tensor*>& outputs);
 
+// Runs a training forward (trainingKernels(...).forward) for `rows` rows: writes y (allocated
+// by the caller) and returns the saved values, in the order the training backward takes them
+// after dy.
+std::vector<Tensor> runTrainingForward(const KernelProgram& forward, const LoadedKernel& kernel, int64_t rows,
+                                       const std::vector<const Tensor*>& inputs, Tensor& y);
+
 // Layer and einsum entry points with the same contracts as the reference executor.
 Tensor cpuLayerForward(const ir::LayerProgram& layer, const TensorMap& params, const Tensor& x);
 LayerGradients cpuLayerBackward(const ir::LayerProgram& layer, const TensorMap& params,

@@ -121,15 +121,7 @@ Var StructuredLinear::forward(Tape& tape, const Var& x) const {
   Tensor y = Tensor::uninitialised(state.dtype, {rows, program_.dOut});
   auto saved = std::make_shared<std::vector<Tensor>>();
   if (recordGrad) {
-    const KernelProgram& forward = state.training.forward;
-    std::vector<Tensor*> outputs = {&y};
-    for (std::size_t k = 1; k < forward.outputs.size(); ++k) {
-      Shape shape = forward.values[forward.outputs[k]].shape;
-      shape[0] = rows;  // saved values are row values
-      saved->push_back(Tensor::uninitialised(state.dtype, std::move(shape)));
-    }
-    for (Tensor& value : *saved) outputs.push_back(&value);
-    cpu::runKernel(forward, *state.trainingForwardCode, rows, inputs, outputs);
+    *saved = cpu::runTrainingForward(state.training.forward, *state.trainingForwardCode, rows, inputs, y);
   } else {
     cpu::runKernel(state.forward, *state.forwardCode, rows, inputs, {&y});
   }
