@@ -7,8 +7,8 @@
 #include <ctime>
 #include <fstream>
 #include <map>
-#include <set>
 #include <memory>
+#include <set>
 #include <thread>
 
 #include "bench/NaiveLayers.h"
@@ -104,11 +104,15 @@ struct KernelStep {
   std::shared_ptr<const cpu::LoadedKernel> kernel;
   std::vector<Tensor> inputs, outputs;
 
+  // Inputs after `inputs` that another step's outputs hold (the saved values a training
+  // forward passes to the backward, read where that step wrote them, as training does).
+  std::vector<const Tensor*> borrowedInputs;
+
   // Compiles `program` and allocates its first inputs (`inputs`, viewed with the declared
-  // shapes; any further ones are borrowedInputs) and its outputs for `rows` rows.
-  KernelStep(KernelProgram kernelProgram, std::vector<Tensor> kernelInputs, int64_t rows,
-             const cpu::CacheOptions& cache, LayerBenchResult& result)
-      : program(std::move(kernelProgram)), inputs(std::move(kernelInputs)) {
+  // shapes; the rest are `borrowed`) and its outputs for `rows` rows.
+  KernelStep(KernelProgram kernelProgram, std::vector<Tensor> kernelInputs, std::vector<const Tensor*> borrowed,
+             int64_t rows, const cpu::CacheOptions& cache, LayerBenchResult& result)
+      : program(std::move(kernelProgram)), inputs(std::move(kernelInputs)), borrowedInputs(std::move(borrowed)) {
     cpu::CompileStats stats;
     kernel = cpu::compileKernel(program, cache, &stats);
     result.compileMs += stats.milliseconds;
@@ -118,18 +122,15 @@ struct KernelStep {
         (source == "disk" && result.compileSource == "memory"))
       result.compileSource = source;
 
-    if (inputs.size() > program.inputs.size())
+    if (inputs.size() + borrowedInputs.size() != program.inputs.size())
       throw ResultMismatch(fmt::format("{}: {} takes {} inputs, the layer gives {}", result.spec,
-                                       program.name, program.inputs.size(), inputs.size()));
+                                       program.name, program.inputs.size(),
+                                       inputs.size() + borrowedInputs.size()));
     for (std::size_t i = 0; i < inputs.size(); ++i)
       inputs[i] = inputs[i].reshaped(withRows(program.values[program.inputs[i]].shape, rows));
     for (ir::ValueId id : program.outputs)
       outputs.emplace_back(DType::F32, withRows(program.values[id].shape, rows));
   }
-
-  // Inputs after `inputs` that another step's outputs hold (the saved values a training
-  // forward passes to the backward, read where that step wrote them, as training does).
-  std::vector<const Tensor*> borrowedInputs;
 
   void run(int64_t rows) {
     std::vector<const Tensor*> in;
@@ -153,20 +154,17 @@ void benchCpu(const ir::LayerProgram& layer, const TensorMap& params, const Tens
   std::vector<KernelStep> steps;
   steps.reserve(2);  // the backward borrows the forward's outputs
   if (!result.backward) {
-    steps.emplace_back(forwardKernel(layer, DType::F32), inputs, result.rows, options.cache, result);
+    steps.emplace_back(forwardKernel(layer, DType::F32), inputs, std::vector<const Tensor*>{}, result.rows,
+                       options.cache, result);
   } else {
     TrainingKernels kernels = trainingKernels(layer, DType::F32);
-    steps.emplace_back(std::move(kernels.forward), inputs, result.rows, options.cache, result);
+    steps.emplace_back(std::move(kernels.forward), inputs, std::vector<const Tensor*>{}, result.rows,
+                       options.cache, result);
     inputs.push_back(dy);
-    steps.emplace_back(std::move(kernels.backward), inputs, result.rows, options.cache, result);
-    for (std::size_t k = 1; k < steps[0].outputs.size(); ++k)
-      steps[1].borrowedInputs.push_back(&steps[0].outputs[k]);
+    std::vector<const Tensor*> saved;
+    for (std::size_t k = 1; k < steps[0].outputs.size(); ++k) saved.push_back(&steps[0].outputs[k]);
+    steps.emplace_back(std::move(kernels.backward), inputs, std::move(saved), result.rows, options.cache, result);
   }
-  for (const KernelStep& step : steps)
-    if (step.inputs.size() + step.borrowedInputs.size() != step.program.inputs.size())
-      throw ResultMismatch(fmt::format("{}: {} takes {} inputs, the layer gives {}", result.spec,
-                                       step.program.name, step.program.inputs.size(),
-                                       step.inputs.size() + step.borrowedInputs.size()));
 
   // The layer API on the check rows against the naive result, every output.
   const Tensor xCheck = firstRows(x, result.naiveRows);
