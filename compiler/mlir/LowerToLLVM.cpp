@@ -266,9 +266,9 @@ void prefetchAccumulatorTiles(mlir::ModuleOp module) {
     if (!outer) continue;
     // The next iteration's tile, if there is one: the prefetch of an address past the output
     // would not fault, but it is not a valid memref access either.
-    mlir::Value nextIv = rewriter.create<mlir::arith::AddIOp>(loc, outer.getInductionVar(), outer.getStep());
-    mlir::Value hasNext = rewriter.create<mlir::arith::CmpIOp>(loc, mlir::arith::CmpIPredicate::slt, nextIv,
-                                                               outer.getUpperBound());
+    auto nextIv = rewriter.create<mlir::arith::AddIOp>(loc, outer.getInductionVar(), outer.getStep());
+    auto hasNext = rewriter.create<mlir::arith::CmpIOp>(loc, mlir::arith::CmpIPredicate::slt, nextIv,
+                                                        outer.getUpperBound());
     auto guard = rewriter.create<mlir::scf::IfOp>(loc, hasNext, /*withElseRegion=*/false);
     rewriter.setInsertionPointToStart(guard.thenBlock());
     mlir::IRMapping next;
@@ -278,6 +278,8 @@ void prefetchAccumulatorTiles(mlir::ModuleOp module) {
     for (mlir::Value index : indices) nextIndices.push_back(source ? atNextIteration(rewriter, outer, index, next) : nullptr);
     if (!source || llvm::is_contained(nextIndices, nullptr)) {
       rewriter.eraseOp(guard);  // with whatever it cloned
+      rewriter.eraseOp(hasNext);
+      rewriter.eraseOp(nextIv);
       continue;
     }
     prefetchTileLines(rewriter, write, source, nextIndices);
