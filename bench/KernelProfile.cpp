@@ -104,6 +104,18 @@ int run(int argc, char** argv) {
   if (backward.outputs.size() > 1)
     for (std::size_t k = 0; k < backward.outputs.size(); ++k)
       report("backward", gradients[k] + " only", keepOutputs(backward, {k}));
+  // Whole minus (all but one) is what computing that gradient in the same row loop adds.
+  if (backward.outputs.size() > 2)
+    for (std::size_t k = 0; k < backward.outputs.size(); ++k) {
+      std::vector<std::size_t> others;
+      std::string names;
+      for (std::size_t j = 0; j < backward.outputs.size(); ++j)
+        if (j != k) {
+          others.push_back(j);
+          names += (names.empty() ? "" : ", ") + gradients[j];
+        }
+      report("backward", names + " (no " + gradients[k] + ")", keepOutputs(backward, others));
+    }
   return 0;
 }
 
