@@ -145,16 +145,17 @@ TEST_F(Schedule, RowTilesFillAQuarterOfL2) {
   }
 }
 
-// Parameters larger than L2 are streamed, and their row tiles take at least 24 rows: BTT rank 4
-// at d = 1024 has 1 MB of cores, streamed with a 512 KB L2 but not with a 1 MB one (8-row tiles:
-// its intermediates take 32 KB per row).
+// Parameters larger than L2 are streamed, and their row tiles take at least 24 rows, or 64
+// when 24 rows' intermediates overflow L2 anyway: BTT rank 4 at d = 1024 has 1 MB of cores
+// and 32 KB of intermediates per row, so it is not streamed with a 1 MB L2 (8-row tiles), is
+// with a 900 KB one (24 rows: 768 KB), and spills with a 512 KB one.
 TEST_F(Schedule, ParametersLargerThanL2AreStreamed) {
   const KernelProgram program = backwardKernel(buildLayer("btt(in=1024, out=1024, rank=4)"), DType::F32);
   HostTarget host = hostTarget();
-  host.l2Bytes = 1 << 20;
-  EXPECT_EQ(chooseLayout(program, host).rowTiles.front(), 8);
-  host.l2Bytes = 512 << 10;
-  EXPECT_EQ(chooseLayout(program, host).rowTiles.front(), 24);
+  for (const auto& [l2, rows] : {std::pair<int64_t, int64_t>{1 << 20, 8}, {900 << 10, 24}, {512 << 10, 64}}) {
+    host.l2Bytes = l2;
+    EXPECT_EQ(chooseLayout(program, host).rowTiles.front(), rows) << "L2 " << l2;
+  }
 }
 
 // A training forward's saved intermediate is an output, but the next contraction reads its tile,
