@@ -1,9 +1,10 @@
 // einjit_kernel_profile: what each output of a layer's compiled kernels costs. The forward
 // kernel is timed, then the backward kernel whole, computing one gradient at a time, and
 // computing all but one (keepOutputs drops the ops the others need), each on warm buffers,
-// back to back, median of k runs. A gradient that costs more than its share of contractions is where the backward's
-// time goes; `einjit compile --backward --emit mlir-lowered|asm` then shows its code. The
-// `bench` target measures the layers against their baselines; this tool only looks inside.
+// back to back, median of k runs. A gradient that costs more than its share of contractions
+// is where the backward's time goes; `einjit compile --backward --emit mlir-lowered|asm` then
+// shows its code. The `bench` target measures the layers against their baselines; this tool
+// only looks inside.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -91,8 +92,15 @@ int run(int argc, char** argv) {
                 m.minMs);
   };
   report("forward", "y", forwardKernel(layer, DType::F32));
-  std::string all;
-  for (const std::string& g : gradients) all += (all.empty() ? "" : ", ") + g;
+  // The names of the gradients `which` indexes, comma-separated.
+  auto namesOf = [&](const std::vector<std::size_t>& which) {
+    std::string names;
+    for (std::size_t k : which) names += (names.empty() ? "" : ", ") + gradients[k];
+    return names;
+  };
+  std::vector<std::size_t> everyGradient(gradients.size());
+  for (std::size_t k = 0; k < gradients.size(); ++k) everyGradient[k] = k;
+  const std::string all = namesOf(everyGradient);
   report("backward", all + " (recomputing)", backwardKernel(layer, DType::F32));
   // What training runs (cpuLayerBackward, StructuredLinear): a forward that keeps the values
   // the backward needs, and the backward on them.
@@ -107,14 +115,9 @@ int run(int argc, char** argv) {
   // Whole minus (all but one) is what computing that gradient in the same row loop adds.
   if (backward.outputs.size() > 2)
     for (std::size_t k = 0; k < backward.outputs.size(); ++k) {
-      std::vector<std::size_t> others;
-      std::string names;
-      for (std::size_t j = 0; j < backward.outputs.size(); ++j)
-        if (j != k) {
-          others.push_back(j);
-          names += (names.empty() ? "" : ", ") + gradients[j];
-        }
-      report("backward", names + " (no " + gradients[k] + ")", keepOutputs(backward, others));
+      std::vector<std::size_t> others = everyGradient;
+      others.erase(others.begin() + static_cast<std::ptrdiff_t>(k));
+      report("backward", namesOf(others) + " (no " + gradients[k] + ")", keepOutputs(backward, others));
     }
   return 0;
 }

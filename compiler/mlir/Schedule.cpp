@@ -488,10 +488,10 @@ Layout chooseLayout(const KernelProgram& program, const HostTarget& host) {
       bytesPerRow += rowBytes(op.result);
   const int64_t rows = tileRows(host);
   const int64_t tile = bytesPerRow > 0 ? kTileBudgetBytes / bytesPerRow : kMaxRowTile;
-  // When even those rows' intermediates overflow L2, the tile lives in L3 whatever its height,
-  // and only the parameters' reuse still grows with it (BTT rank 4 at d = 4096 on a 1 MB L2,
-  // 64 KB of intermediates per row: 64-row tiles ran the backward 147 -> 125 ms, the training
-  // forward ~15% faster; 48 and 96 rows between the two).
+  // When even kStreamedParameterTileRows rows' intermediates overflow L2, the tile lives in
+  // L3 whatever its height, and only the parameters' reuse still grows with it (BTT rank 4 at
+  // d = 4096 on a 1 MB L2, 64 KB of intermediates per row: 64-row tiles ran the backward
+  // 147 -> 125 ms, the training forward ~15% faster; 48 and 96 rows between the two).
   const bool tileSpills = kStreamedParameterTileRows * bytesPerRow > host.l2Bytes;
   const int64_t fewestRows = !streamedParameters ? rows
                              : tileSpills        ? kSpillingTileRows
