@@ -371,13 +371,18 @@ class MLIRGenImpl {
   };
 
   // Columns of a panel along a dim of `size`: a register tile's width (two vector registers),
-  // else one vector register; if neither divides it, the whole dim when it is 17-64 wide (one
-  // panel: a permutation making it contiguous, so BTT's input gradient at d = 1088, a = 34,
-  // still gets it innermost); else 0.
+  // else one vector register; if neither divides it, the whole dim when it is wider than one
+  // register and at most 256 bytes wide (one panel: a permutation making it contiguous, so
+  // BTT's input gradient at d = 1088, a = 34 floats, still gets it innermost); else 0. The
+  // bound is in bytes, not registers: with AVX2's 8-float registers a bound of two register
+  // tiles (32 floats) left a = 34 out, and its register tiles one float wide.
   int64_t panelWidth(int64_t size) const {
+    constexpr int64_t kWholePanelBytes = 256;
     for (int64_t width : {layout.packWidth, layout.packWidth / 2})
       if (width > 0 && size % width == 0) return width;
-    if (layout.packWidth > 0 && size > layout.packWidth / 2 && size <= 2 * layout.packWidth) return size;
+    if (layout.packWidth > 0 && size > layout.packWidth / 2 &&
+        size * static_cast<int64_t>(dtypeSize(program.dtype)) <= kWholePanelBytes)
+      return size;
     return 0;
   }
 
