@@ -433,14 +433,34 @@ void vectorizeTiles(mlir::IRRewriter& rewriter, mlir::ModuleOp module) {
 }  // namespace
 
 Layout chooseLayout(const KernelProgram& program, const HostTarget& host) {
-  // The intermediates of a row tile should stay in a quarter of L2 (the rest holds the
-  // parameters, the sums over the rows and what the next tile prefetches). Inputs and outputs
-  // are only walked block by block, so they count a quarter; reshapes and truncations are
-  // views. On a 1 MB L2 (AMD Zen 5), a quarter rather than all of it ran BTT rank 1 at
-  // d = 1024 forward+backward in 2.9 instead of 4.1 ms, Monarch in 3.6 instead of 5.0 ms and
-  // BTT rank 4 in 13.7 instead of 15.4 ms; dense and the d = 4096 layers (streamed
-  // parameters, below) were unchanged within noise.
-  const int64_t kTileBudgetBytes = host.l2Bytes / 4;
+  const auto bytesOf = [&](ir::ValueId id) {
+    return shapeNumel(program.values[id].shape) * static_cast<int64_t>(dtypeSize(program.dtype));
+  };
+  int64_t parameterBytes = 0;
+  for (ir::ValueId id : program.inputs)
+    if (!program.isRowValue(id)) parameterBytes += bytesOf(id);
+  // Parameters that do not fit in L2 either are streamed from L3 once per row tile: the tile
+  // then needs more rows to reuse each of their cache lines, even if its intermediates spill
+  // out of L2's quarter (BTT at d = 4096, 8 MB of cores: 24-row tiles run ~25% faster than 8-row
+  // ones), and the inputs and outputs, which stream anyway, do not limit it (dense at d = 4096:
+  // 256-row tiles run ~40% faster than 128-row ones).
+  const bool streamedParameters = parameterBytes > host.l2Bytes;
+  // The sums over the rows (parameter gradients) that each thread carries from row tile to row
+  // tile; with parameters that are not streamed they stay in L2 too.
+  int64_t sumBytes = 0;
+  for (ir::ValueId id : program.outputs)
+    if (!program.isRowValue(id)) sumBytes += bytesOf(id);
+  // The intermediates of a row tile should stay in a quarter of what the parameters and the
+  // sums leave of L2 (the rest holds what the next tile prefetches), and at least an eighth of
+  // L2. Inputs and outputs are only walked block by block, so they count a quarter; reshapes
+  // and truncations are views. On a 1 MB L2 (AMD Zen 5), a quarter of L2 rather than all of it
+  // ran BTT rank 1 at d = 1024 forward+backward in 2.9 instead of 4.1 ms, Monarch in 3.6
+  // instead of 5.0 ms and BTT rank 4 in 13.7 instead of 15.4 ms. On a 512 KB L2 (AMD Zen 3),
+  // which BTT rank 1's and Monarch's cores and gradient sums at d = 1024 fill (2 x 128 KB
+  // each), an eighth ran their training backward ~20% faster than a quarter (8-row instead of
+  // 16-row tiles). Dense and the d = 4096 layers (streamed parameters) keep a quarter.
+  const int64_t tileBudgetBytes =
+      streamedParameters ? host.l2Bytes / 4 : std::max((host.l2Bytes - parameterBytes - sumBytes) / 4, host.l2Bytes / 8);
   constexpr int64_t kMaxRowTile = 256;
   constexpr int64_t kStreamedParameterTileRows = 24;
   constexpr int64_t kSpillingTileRows = 64;
@@ -449,19 +469,9 @@ Layout chooseLayout(const KernelProgram& program, const HostTarget& host) {
     if (shape.empty() || shape[0] != ir::kRows) return int64_t{0};
     int64_t elements = 1;  // saturates at the budget
     for (std::size_t d = 1; d < shape.size(); ++d)
-      elements = std::min(elements * std::min(shape[d], kTileBudgetBytes), kTileBudgetBytes);
+      elements = std::min(elements * std::min(shape[d], tileBudgetBytes), tileBudgetBytes);
     return elements * static_cast<int64_t>(dtypeSize(program.dtype));
   };
-  int64_t parameterBytes = 0;
-  for (ir::ValueId id : program.inputs)
-    if (!program.isRowValue(id))
-      parameterBytes += shapeNumel(program.values[id].shape) * static_cast<int64_t>(dtypeSize(program.dtype));
-  // Parameters that do not fit in L2 either are streamed from L3 once per row tile: the tile
-  // then needs more rows to reuse each of their cache lines, even if its intermediates spill
-  // out of L2's quarter (BTT at d = 4096, 8 MB of cores: 24-row tiles run ~25% faster than 8-row
-  // ones), and the inputs and outputs, which stream anyway, do not limit it (dense at d = 4096:
-  // 256-row tiles run ~40% faster than 128-row ones).
-  const bool streamedParameters = parameterBytes > host.l2Bytes;
   // Outputs, and the values that become outputs through views (a reshape, a truncation).
   std::vector<bool> output(program.values.size(), false);
   for (ir::ValueId id : program.outputs) output[id] = true;
@@ -487,7 +497,7 @@ Layout chooseLayout(const KernelProgram& program, const HostTarget& host) {
     if (op.kind != ir::OpKind::Reshape && op.kind != ir::OpKind::Truncate && !isOutput(op.result))
       bytesPerRow += rowBytes(op.result);
   const int64_t rows = tileRows(host);
-  const int64_t tile = bytesPerRow > 0 ? kTileBudgetBytes / bytesPerRow : kMaxRowTile;
+  const int64_t tile = bytesPerRow > 0 ? tileBudgetBytes / bytesPerRow : kMaxRowTile;
   // When even kStreamedParameterTileRows rows' intermediates overflow L2, the tile lives in
   // L3 whatever its height, and only the parameters' reuse still grows with it (BTT rank 4 at
   // d = 4096 on a 1 MB L2, 64 KB of intermediates per row: 64-row tiles ran the backward
