@@ -160,28 +160,36 @@ TEST_F(Schedule, RowTilesFillAQuarterOfWhatParametersAndSumsLeaveOfL2) {
   }
 }
 
-// Parameters larger than L2 are streamed, and their row tiles take at least 24 rows, or 64
-// when 24 rows' intermediates overflow L2 anyway: BTT rank 4 at d = 1024 has 1 MB of cores
-// and 32 KB of intermediates per row (and a quarter of its inputs' and outputs'), so it is not
-// streamed with a 1 MB L2 (7 rows fit: one register tile, 8 rows with AVX-512, 4 with AVX2),
-// is with a 900 KB one (24 rows: 768 KB), and spills with a 512 KB one.
+// Parameters larger than L2 are streamed, and their row tiles take 24 rows, or 64 when 24 rows'
+// intermediates overflow L2 anyway, or fewer where the whole tile (inputs and outputs too)
+// would not stay in L2: BTT rank 4 at d = 1024 has 1 MB of cores and 32 KB of intermediates
+// per row (and a quarter of its inputs' and outputs'), so it is not streamed with a 1 MB L2
+// (7 rows fit: one register tile, 8 rows with AVX-512, 4 with AVX2); with a 900 KB one it is,
+// and 24 rows' intermediates would fit (768 KB), but with x, dy and dx a row takes 44 KB, so 20
+// rows keep the tile in L2 (16 in whole AVX-512 register tiles); with a 512 KB one it spills.
 TEST_F(Schedule, ParametersLargerThanL2AreStreamed) {
   const KernelProgram program = backwardKernel(buildLayer("btt(in=1024, out=1024, rank=4)"), DType::F32);
   struct Case {
     int vectorBits;
     int64_t l2, rows;
   };
-  for (const Case& c : {Case{512, 1 << 20, 8}, Case{512, 900 << 10, 24}, Case{512, 512 << 10, 64},
-                        Case{256, 1 << 20, 4}, Case{256, 900 << 10, 24}, Case{256, 512 << 10, 64}})
+  for (const Case& c : {Case{512, 1 << 20, 8}, Case{512, 900 << 10, 16}, Case{512, 512 << 10, 64},
+                        Case{256, 1 << 20, 4}, Case{256, 900 << 10, 20}, Case{256, 512 << 10, 64}})
     EXPECT_EQ(chooseLayout(program, withHost(c.vectorBits, c.l2)).rowTiles.front(), c.rows)
         << c.vectorBits << "-bit vectors, L2 " << c.l2;
+  // Dense at d = 4096 streams its 64 MB of weights too but has no intermediates: nothing limits
+  // its tiles, even on a 512 KB L2.
+  const KernelProgram dense = backwardKernel(buildLayer("dense(in=4096, out=4096)"), DType::F32);
+  EXPECT_EQ(chooseLayout(dense, withHost(256, 512 << 10)).rowTiles.front(), 256);
 }
 
 // A training forward's saved intermediate is an output, but the next contraction reads its tile,
 // so it counts as an intermediate too: the row tiles are no taller than the plain forward's
 // (counted as an output only, BTT rank 4 at d = 4096 took 256-row tiles, 16 MB of
-// intermediate each, and ran 80% slower; its parameters are streamed, so its tiles are 24
-// rows either way).
+// intermediate each, and ran 80% slower). With a 2 MB L2 its parameters are streamed and 24
+// rows of the saved value fit (1.5 MB), but with x and y a row takes 96 KB: 21 rows keep the
+// tile in L2, 16 in whole AVX-512 register tiles (counted twice, as an output too, the saved
+// value would have left 12).
 TEST_F(Schedule, SavedIntermediatesKeepRowTilesInCache) {
   for (const char* spec : {"btt(in=4096, out=4096, rank=4)", "btt(in=1024, out=1024, rank=1)",
                            "monarch(in=1024, out=1024, blocks=32)"}) {
@@ -194,10 +202,8 @@ TEST_F(Schedule, SavedIntermediatesKeepRowTilesInCache) {
     EXPECT_LE(saving.front(), plain.front()) << spec;
     EXPECT_GE(saving.front(), plain.front() / 2) << spec;
   }
-  HostTarget host = hostTarget();
-  host.l2Bytes = 2 << 20;
   const KernelProgram streamed = trainingKernels(buildLayer("btt(in=4096, out=4096, rank=4)"), DType::F32).forward;
-  EXPECT_EQ(chooseLayout(streamed, host).rowTiles.front(), 24);
+  EXPECT_EQ(chooseLayout(streamed, withHost(512, 2 << 20)).rowTiles.front(), 16);
 }
 
 // A parameter gradient summed over the rows carries its sum in whole register tiles with the
