@@ -4,10 +4,12 @@
 // tiles that the causal mask zeroes. The softmax probabilities (batch, heads, seq, seq) are kept
 // for the backward pass.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -25,29 +27,57 @@ struct AttentionShape {
   }
 };
 
-// GCC vector extension: one AVX-512 register of T (two AVX2 or four SSE registers on the other
-// clones of the multiversioned tasks).
-template <class T>
+// GCC vector extension: one vector register of T, `Bytes` wide. The tasks are compiled for
+// 64-byte (AVX-512), 32-byte (AVX2) and 16-byte (SSE) registers, and the width that matches
+// the clone of the multiversioned task the machine runs is picked at run time
+// (hostVectorBytes): a 64-byte vector on the AVX2 clone is two registers, so a tile's 8
+// accumulators took all 16 and GCC spilled every FMA's operands through the stack (char-GPT
+// training on a Zen 3 spent 59% of its time in attention).
+template <class T, int Bytes>
 struct Simd {
-  typedef T Vector __attribute__((vector_size(64)));
-  static constexpr int64_t kLanes = 64 / sizeof(T);
+  typedef T Vector __attribute__((vector_size(Bytes)));
+  static constexpr int64_t kLanes = Bytes / sizeof(T);
 };
 
 // The micro-kernels work on tiles of kTileRows rows x kTileCols columns, held in registers.
 constexpr int64_t kTileRows = 4;
-template <class T>
-constexpr int64_t kTileCols = 2 * Simd<T>::kLanes;
+template <class T, int Bytes>
+constexpr int64_t kTileCols = 2 * Simd<T, Bytes>::kLanes;
+
+// The vector register width of the clone EINJIT_MULTIVERSION picks on this machine.
+int hostVectorBytes() {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  static const int bytes = __builtin_cpu_supports("x86-64-v4")   ? 64
+                           : __builtin_cpu_supports("x86-64-v3") ? 32
+                                                                 : 16;
+  return bytes;
+#else
+  return 16;
+#endif
+}
+
+std::atomic<int> pinnedVectorBytes{0};  // 0: the host's
+
+// Calls f(std::integral_constant<int, Bytes>) with the vector width the tasks run with.
+template <class F>
+void withHostVectorBytes(F&& f) {
+  switch (detail::attentionVectorBytes()) {
+    case 64: f(std::integral_constant<int, 64>{}); break;
+    case 32: f(std::integral_constant<int, 32>{}); break;
+    default: f(std::integral_constant<int, 16>{}); break;
+  }
+}
 
 int64_t roundUp(int64_t value, int64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
 }
 
 // c[r][j] = sum_{k in [begin, end)} a[r][k] * b[k][j] for r < kTileRows, j < kTileCols.
-template <class T>
+template <class T, int Bytes>
 [[gnu::always_inline]] inline void tileProduct(const T* a, int64_t lda, const T* b, int64_t ldb,
                                                int64_t begin, int64_t end, T* c, int64_t ldc) {
-  using V = typename Simd<T>::Vector;
-  constexpr int64_t kLanes = Simd<T>::kLanes;
+  using V = typename Simd<T, Bytes>::Vector;
+  constexpr int64_t kLanes = Simd<T, Bytes>::kLanes;
   V acc[kTileRows][2] = {};
   for (int64_t k = begin; k < end; ++k) {
     V b0, b1;
@@ -67,7 +97,7 @@ template <class T>
 
 // Zero-padded copies of one task's slice, sized so that whole tiles can be read and written:
 // rows (rowsPadded x colsPadded, row-major) and transposed (headDim x keysPadded).
-template <class T>
+template <class T, int Bytes>
 struct TaskLayout {
   int64_t seq, headDim;
   int64_t rowsPadded, colsPadded, keysPadded;
@@ -75,8 +105,8 @@ struct TaskLayout {
       : seq(a.seq),
         headDim(a.headDim),
         rowsPadded(roundUp(a.seq, kTileRows)),
-        colsPadded(roundUp(a.headDim, kTileCols<T>)),
-        keysPadded(roundUp(a.seq, kTileCols<T>)) {}
+        colsPadded(roundUp(a.headDim, kTileCols<T, Bytes>)),
+        keysPadded(roundUp(a.seq, kTileCols<T, Bytes>)) {}
   std::vector<T> rows() const {
     return std::vector<T>(static_cast<size_t>(rowsPadded * colsPadded));
   }
@@ -88,16 +118,16 @@ struct TaskLayout {
   }
 };
 
-template <class T>
-void gatherRows(const T* src, const AttentionShape& a, int64_t b, int64_t h, const TaskLayout<T>& l,
-                T* dst) {
+template <class T, int Bytes>
+void gatherRows(const T* src, const AttentionShape& a, int64_t b, int64_t h,
+                const TaskLayout<T, Bytes>& l, T* dst) {
   for (int64_t t = 0; t < a.seq; ++t)
     std::copy(src + a.offset(b, t, h), src + a.offset(b, t, h) + a.headDim, dst + t * l.colsPadded);
 }
 
-template <class T>
+template <class T, int Bytes>
 void gatherTransposed(const T* src, const AttentionShape& a, int64_t b, int64_t h,
-                      const TaskLayout<T>& l, T* dst) {
+                      const TaskLayout<T, Bytes>& l, T* dst) {
   for (int64_t t = 0; t < a.seq; ++t) {
     const T* row = src + a.offset(b, t, h);
     for (int64_t c = 0; c < a.headDim; ++c) dst[c * l.keysPadded + t] = row[c];
@@ -106,15 +136,16 @@ void gatherTransposed(const T* src, const AttentionShape& a, int64_t b, int64_t 
 
 // a (ld lda) times bRows (ld l.colsPadded), tile by tile, summing over k in [begin(r0), end(r0))
 // for the tile of rows [r0, r0 + kTileRows); the rows that exist go to the (b, h) slice of out.
-template <class T, class Begin, class End>
+template <class T, int Bytes, class Begin, class End>
 [[gnu::always_inline]] inline void multiplyIntoSlice(const T* a, int64_t lda, const T* bRows,
-                                                     const TaskLayout<T>& l, Begin begin, End end,
+                                                     const TaskLayout<T, Bytes>& l, Begin begin,
+                                                     End end,
                                                      const AttentionShape& shape, int64_t b,
                                                      int64_t h, T* out, T* tile) {
   for (int64_t r0 = 0; r0 < l.seq; r0 += kTileRows) {
-    for (int64_t d0 = 0; d0 < l.colsPadded; d0 += kTileCols<T>)
-      tileProduct(a + r0 * lda, lda, bRows + d0, l.colsPadded, begin(r0), end(r0), tile + d0,
-                  l.colsPadded);
+    for (int64_t d0 = 0; d0 < l.colsPadded; d0 += kTileCols<T, Bytes>)
+      tileProduct<T, Bytes>(a + r0 * lda, lda, bRows + d0, l.colsPadded, begin(r0), end(r0),
+                            tile + d0, l.colsPadded);
     for (int64_t r = r0; r < std::min(l.seq, r0 + kTileRows); ++r)
       std::copy(tile + (r - r0) * l.colsPadded, tile + (r - r0) * l.colsPadded + l.headDim,
                 out + shape.offset(b, r, h));
@@ -124,10 +155,10 @@ template <class T, class Begin, class End>
 // Forward of the (b, h) slice: out_i = sum_j p_ij v_j with p_i = softmax_j(q_i . k_j * scale)
 // over j <= i, in register tiles of kTileRows queries. probabilities (seq x seq, zero after the
 // diagonal) receives p unless it is null.
-template <class T>
+template <class T, int Bytes>
 EINJIT_MULTIVERSION void forwardTask(const T* q, const T* k, const T* v, const AttentionShape& a,
                                      int64_t b, int64_t h, T scale, T* probabilities, T* out) {
-  const TaskLayout<T> l(a);
+  const TaskLayout<T, Bytes> l(a);
   const int64_t S = a.seq;
   std::vector<T> qs = l.rows(), vs = l.rows(), kt = l.transposed(), p = l.square();
   std::vector<T> tile(static_cast<size_t>(kTileRows * l.colsPadded));
@@ -137,9 +168,9 @@ EINJIT_MULTIVERSION void forwardTask(const T* q, const T* k, const T* v, const A
   for (int64_t i0 = 0; i0 < S; i0 += kTileRows) {
     const int64_t keys = std::min(S, i0 + kTileRows);  // the last query of the tile sees these
     T* logits = p.data() + i0 * l.keysPadded;
-    for (int64_t j0 = 0; j0 < keys; j0 += kTileCols<T>)
-      tileProduct(qs.data() + i0 * l.colsPadded, l.colsPadded, kt.data() + j0, l.keysPadded,
-                  int64_t{0}, l.headDim, logits + j0, l.keysPadded);
+    for (int64_t j0 = 0; j0 < keys; j0 += kTileCols<T, Bytes>)
+      tileProduct<T, Bytes>(qs.data() + i0 * l.colsPadded, l.colsPadded, kt.data() + j0,
+                            l.keysPadded, int64_t{0}, l.headDim, logits + j0, l.keysPadded);
     for (int64_t i = i0; i < keys; ++i) {
       T* row = p.data() + i * l.keysPadded;
       const int64_t visible = i + 1;
@@ -162,11 +193,11 @@ EINJIT_MULTIVERSION void forwardTask(const T* q, const T* k, const T* v, const A
 
 // Gradients of the (b, h) slice: with dP_ij = dO_i . v_j and dS_ij = P_ij (dP_ij - sum_j P_ij
 // dP_ij) * scale: dq = dS K, dk = dS^T Q, dv = P^T dO.
-template <class T>
+template <class T, int Bytes>
 EINJIT_MULTIVERSION void backwardTask(const T* q, const T* k, const T* v, const T* dout,
                                       const AttentionShape& a, int64_t b, int64_t h, T scale,
                                       const T* probabilities, T* dq, T* dk, T* dv) {
-  const TaskLayout<T> l(a);
+  const TaskLayout<T, Bytes> l(a);
   const int64_t S = a.seq;
   std::vector<T> gs = l.rows(), qs = l.rows(), ks = l.rows(), vt = l.transposed();
   std::vector<T> ds = l.square(), dsT = l.square(), pT = l.square();
@@ -178,9 +209,9 @@ EINJIT_MULTIVERSION void backwardTask(const T* q, const T* k, const T* v, const 
   for (int64_t i0 = 0; i0 < S; i0 += kTileRows) {
     const int64_t keys = std::min(S, i0 + kTileRows);
     T* dp = ds.data() + i0 * l.keysPadded;
-    for (int64_t j0 = 0; j0 < keys; j0 += kTileCols<T>)
-      tileProduct(gs.data() + i0 * l.colsPadded, l.colsPadded, vt.data() + j0, l.keysPadded,
-                  int64_t{0}, l.headDim, dp + j0, l.keysPadded);
+    for (int64_t j0 = 0; j0 < keys; j0 += kTileCols<T, Bytes>)
+      tileProduct<T, Bytes>(gs.data() + i0 * l.colsPadded, l.colsPadded, vt.data() + j0,
+                            l.keysPadded, int64_t{0}, l.headDim, dp + j0, l.keysPadded);
     for (int64_t i = i0; i < keys; ++i) {
       const T* p = probabilities + i * S;
       T* row = ds.data() + i * l.keysPadded;
@@ -210,6 +241,23 @@ EINJIT_MULTIVERSION void backwardTask(const T* q, const T* k, const T* v, const 
 }
 
 }  // namespace
+
+namespace detail {
+
+int attentionVectorBytes() {
+  const int pinned = pinnedVectorBytes.load(std::memory_order_relaxed);
+  return pinned != 0 ? pinned : hostVectorBytes();
+}
+
+void pinAttentionVectorBytes(int bytes) {
+  if (bytes != 0 && bytes != 16 && bytes != 32 && bytes != 64)
+    throw UserError(
+        "pinAttentionVectorBytes: the width must be 16, 32 or 64 bytes (0: the host's), got " +
+        std::to_string(bytes));
+  pinnedVectorBytes.store(bytes, std::memory_order_relaxed);
+}
+
+}  // namespace detail
 
 Var causalSelfAttention(Tape& tape, const Var& q, const Var& k, const Var& v, int64_t batch,
                         int64_t seq, int64_t heads, double logitScale) {
@@ -252,11 +300,14 @@ Var causalSelfAttention(Tape& tape, const Var& q, const Var& k, const Var& v, in
   detail::dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     const T scale = static_cast<T>(logitScale);
-    detail::parallelChunks(batch * heads, 1, [&](int64_t task, int64_t, int64_t) {
-      const int64_t b = task / heads, h = task % heads;
-      forwardTask<T>(q->value.data<T>(), k->value.data<T>(), v->value.data<T>(), shape, b, h, scale,
-                     backward ? probabilities->data<T>() + task * seq * seq : nullptr,
-                     value.data<T>());
+    withHostVectorBytes([&](auto bytes) {
+      detail::parallelChunks(batch * heads, 1, [&](int64_t task, int64_t, int64_t) {
+        const int64_t b = task / heads, h = task % heads;
+        forwardTask<T, bytes()>(q->value.data<T>(), k->value.data<T>(), v->value.data<T>(), shape,
+                                b, h, scale,
+                                backward ? probabilities->data<T>() + task * seq * seq : nullptr,
+                                value.data<T>());
+      });
     });
   });
   Var out = detail::makeResult(std::move(value), backward);
@@ -270,12 +321,14 @@ Var causalSelfAttention(Tape& tape, const Var& q, const Var& k, const Var& v, in
     detail::dispatch(type, [&](auto tag) {
       using T = decltype(tag);
       const T scale = static_cast<T>(logitScale);
-      detail::parallelChunks(shape.batch * shape.heads, 1, [&](int64_t task, int64_t, int64_t) {
-        const int64_t b = task / shape.heads, h = task % shape.heads;
-        backwardTask<T>(q->value.data<T>(), k->value.data<T>(), v->value.data<T>(),
-                        out->grad.data<T>(), shape, b, h, scale,
-                        probabilities->data<T>() + task * shape.seq * shape.seq, dq.data<T>(),
-                        dk.data<T>(), dv.data<T>());
+      withHostVectorBytes([&](auto bytes) {
+        detail::parallelChunks(shape.batch * shape.heads, 1, [&](int64_t task, int64_t, int64_t) {
+          const int64_t b = task / shape.heads, h = task % shape.heads;
+          backwardTask<T, bytes()>(q->value.data<T>(), k->value.data<T>(), v->value.data<T>(),
+                                   out->grad.data<T>(), shape, b, h, scale,
+                                   probabilities->data<T>() + task * shape.seq * shape.seq,
+                                   dq.data<T>(), dk.data<T>(), dv.data<T>());
+        });
       });
     });
     if (q->requiresGrad) detail::accumulate(*q, std::move(dq));

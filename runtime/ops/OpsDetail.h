@@ -26,6 +26,12 @@
 
 namespace einjit::rt::detail {
 
+// The width in bytes of the vector registers the attention tasks are compiled for: 64, 32 or
+// 16, matching the clone of the multiversioned tasks the host runs, unless pinned. Tests pin
+// each width in turn (every width runs correctly, if slowly, on every x86-64 host); 0 unpins.
+int attentionVectorBytes();
+void pinAttentionVectorBytes(int bytes);
+
 // Throws UserError("<op>: <what> is null") for a null Var.
 void checkNotNull(const char* op, const Var& var, const char* what);
 // Throws UserError unless `var` has rank 2; returns nothing, names `what` in the message.

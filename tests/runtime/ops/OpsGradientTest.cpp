@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "runtime/ops/Ops.h"
+#include "runtime/ops/OpsDetail.h"
 #include "tests/runtime/ops/OpsTestUtil.h"
 
 namespace einjit::rt {
@@ -58,23 +59,30 @@ TEST(OpsGradients, CausalSelfAttentionShapes) {
                         {3, 4, 1, 5, 0.7},
                         {1, 7, 2, 2, 1.3},
                         {2, 3, 2, 8, 1 / std::sqrt(8.0)}};
-  std::mt19937_64 rng(4);
-  for (const Case& c : cases) {
-    const Shape shape = {c.batch * c.seq, c.heads * c.headDim};
-    Var q = parameter(randomTensor(shape, rng), "q");
-    Var k = parameter(randomTensor(shape, rng), "k");
-    Var v = parameter(randomTensor(shape, rng), "v");
-    expectGradientsMatch(
-        {q, k, v},
-        [&](Tape& tape) {
-          return causalSelfAttention(tape, q, k, v, c.batch, c.seq, c.heads, c.scale);
-        },
-        "attention B=" + std::to_string(c.batch) + " T=" + std::to_string(c.seq) +
-            " H=" + std::to_string(c.heads) + " D=" + std::to_string(c.headDim),
-        // With one position the softmax is the constant 1: q and k get zero gradients.
-        1e-6, c.seq > 1);
-    EXPECT_GT(std::abs(v->grad.get(0)), 0.0);
+  // Every vector width the attention tasks are compiled for, whatever the host runs.
+  for (const int bytes : {16, 32, 64}) {
+    detail::pinAttentionVectorBytes(bytes);
+    std::mt19937_64 rng(4);
+    for (const Case& c : cases) {
+      const Shape shape = {c.batch * c.seq, c.heads * c.headDim};
+      Var q = parameter(randomTensor(shape, rng), "q");
+      Var k = parameter(randomTensor(shape, rng), "k");
+      Var v = parameter(randomTensor(shape, rng), "v");
+      expectGradientsMatch(
+          {q, k, v},
+          [&](Tape& tape) {
+            return causalSelfAttention(tape, q, k, v, c.batch, c.seq, c.heads, c.scale);
+          },
+          "attention B=" + std::to_string(c.batch) + " T=" + std::to_string(c.seq) +
+              " H=" + std::to_string(c.heads) + " D=" + std::to_string(c.headDim) + ", " +
+              std::to_string(bytes) + "-byte vectors",
+          // With one position the softmax is the constant 1: q and k get zero gradients.
+          1e-6, c.seq > 1);
+      EXPECT_GT(std::abs(v->grad.get(0)), 0.0);
+    }
   }
+  detail::pinAttentionVectorBytes(0);
+  EXPECT_THROW(detail::pinAttentionVectorBytes(8), UserError);
 }
 
 TEST(OpsGradients, AttentionWithSharedInput) {
