@@ -460,7 +460,9 @@ Layout chooseLayout(const KernelProgram& program, const HostTarget& host) {
   // each), an eighth ran their training backward ~20% faster than a quarter (8-row instead of
   // 16-row tiles). Dense and the d = 4096 layers (streamed parameters) keep a quarter.
   const int64_t tileBudgetBytes =
-      streamedParameters ? host.l2Bytes / 4 : std::max((host.l2Bytes - parameterBytes - sumBytes) / 4, host.l2Bytes / 8);
+      streamedParameters
+          ? host.l2Bytes / 4
+          : std::max((host.l2Bytes - parameterBytes - sumBytes) / 4, host.l2Bytes / 8);
   constexpr int64_t kMaxRowTile = 256;
   constexpr int64_t kStreamedParameterTileRows = 24;
   constexpr int64_t kSpillingTileRows = 64;
@@ -518,7 +520,7 @@ Layout chooseLayout(const KernelProgram& program, const HostTarget& host) {
     int64_t rowValueBytes = bytesPerRow;
     for (ir::ValueId id : program.inputs) rowValueBytes += rowBytes(id);
     for (ir::ValueId id : program.outputs)
-      if (isOutput(id)) rowValueBytes += rowBytes(id);  // a saved value is counted as an intermediate
+      if (isOutput(id)) rowValueBytes += rowBytes(id);  // saved values count as intermediates
     large = std::max(rows, std::min(large, host.l2Bytes / rowValueBytes / rows * rows));
   }
   Layout layout;

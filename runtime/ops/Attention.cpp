@@ -60,7 +60,7 @@ std::atomic<int> pinnedVectorBytes{0};  // 0: the host's
 
 // Calls f(std::integral_constant<int, Bytes>) with the vector width the tasks run with.
 template <class F>
-void withHostVectorBytes(F&& f) {
+void withVectorBytes(F&& f) {
   switch (detail::attentionVectorBytes()) {
     case 64: f(std::integral_constant<int, 64>{}); break;
     case 32: f(std::integral_constant<int, 32>{}); break;
@@ -300,7 +300,7 @@ Var causalSelfAttention(Tape& tape, const Var& q, const Var& k, const Var& v, in
   detail::dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     const T scale = static_cast<T>(logitScale);
-    withHostVectorBytes([&](auto bytes) {
+    withVectorBytes([&](auto bytes) {
       detail::parallelChunks(batch * heads, 1, [&](int64_t task, int64_t, int64_t) {
         const int64_t b = task / heads, h = task % heads;
         forwardTask<T, bytes()>(q->value.data<T>(), k->value.data<T>(), v->value.data<T>(), shape,
@@ -321,7 +321,7 @@ Var causalSelfAttention(Tape& tape, const Var& q, const Var& k, const Var& v, in
     detail::dispatch(type, [&](auto tag) {
       using T = decltype(tag);
       const T scale = static_cast<T>(logitScale);
-      withHostVectorBytes([&](auto bytes) {
+      withVectorBytes([&](auto bytes) {
         detail::parallelChunks(shape.batch * shape.heads, 1, [&](int64_t task, int64_t, int64_t) {
           const int64_t b = task / shape.heads, h = task % shape.heads;
           backwardTask<T, bytes()>(q->value.data<T>(), k->value.data<T>(), v->value.data<T>(),
