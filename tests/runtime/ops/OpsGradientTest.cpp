@@ -59,7 +59,11 @@ TEST(OpsGradients, CausalSelfAttentionShapes) {
                         {3, 4, 1, 5, 0.7},
                         {1, 7, 2, 2, 1.3},
                         {2, 3, 2, 8, 1 / std::sqrt(8.0)}};
-  // Every vector width the attention tasks are compiled for, whatever the host runs.
+  // Every vector width the attention tasks are compiled for, whatever the host runs; the
+  // host's width again when the test ends, even if it ends by an exception.
+  struct Unpin {
+    ~Unpin() { detail::pinAttentionVectorBytes(0); }
+  } unpin;
   for (const int bytes : {16, 32, 64}) {
     detail::pinAttentionVectorBytes(bytes);
     std::mt19937_64 rng(4);
@@ -81,7 +85,6 @@ TEST(OpsGradients, CausalSelfAttentionShapes) {
       EXPECT_GT(std::abs(v->grad.get(0)), 0.0);
     }
   }
-  detail::pinAttentionVectorBytes(0);
   EXPECT_THROW(detail::pinAttentionVectorBytes(8), UserError);
 }
 
