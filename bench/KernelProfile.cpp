@@ -71,9 +71,14 @@ int run(int argc, char** argv) {
   std::string spec;
   int64_t rows = 2048;
   int runs = 30;
+  std::string only;
   app.add_option("SPEC", spec, "structure spec, e.g. 'btt(in=1024, out=1024, rank=1)'")->required();
   app.add_option("--rows", rows, "rows N")->capture_default_str();
   app.add_option("--runs", runs, "timed runs per kernel (the median and the minimum are shown)")->capture_default_str();
+  app.add_option("--only", only,
+                 "time only the forward kernel (forward) or the training pair (training: the forward that "
+                 "saves, the whole backward), for A/B runs")
+      ->check(CLI::IsMember({"forward", "training"}));
   CLI11_PARSE(app, argc, argv);
   if (rows < 1 || runs < 1) throw UserError("--rows and --runs must be at least 1");
 
@@ -91,7 +96,8 @@ int run(int argc, char** argv) {
     std::printf("%-9s %-36s %12d %11.3f (%.3f)\n", kernel, computes.c_str(), contractions(program), m.medianMs,
                 m.minMs);
   };
-  report("forward", "y", forwardKernel(layer, DType::F32));
+  if (only != "training") report("forward", "y", forwardKernel(layer, DType::F32));
+  if (only == "forward") return 0;
   // The names of the gradients `which` indexes, comma-separated.
   auto namesOf = [&](const std::vector<std::size_t>& which) {
     std::string names;
@@ -101,7 +107,7 @@ int run(int argc, char** argv) {
   std::vector<std::size_t> everyGradient(gradients.size());
   for (std::size_t k = 0; k < gradients.size(); ++k) everyGradient[k] = k;
   const std::string all = namesOf(everyGradient);
-  report("backward", all + " (recomputing)", backwardKernel(layer, DType::F32));
+  if (only.empty()) report("backward", all + " (recomputing)", backwardKernel(layer, DType::F32));
   // What training runs (cpuLayerBackward, StructuredLinear): a forward that keeps the values
   // the backward needs, and the backward on them.
   const TrainingKernels training = trainingKernels(layer, DType::F32);
@@ -109,6 +115,7 @@ int run(int argc, char** argv) {
     report("forward", "y + " + std::to_string(training.savedCount()) + " saved", training.forward);
   const KernelProgram& backward = training.backward;
   report("backward", all, backward);
+  if (!only.empty()) return 0;
   if (backward.outputs.size() > 1)
     for (std::size_t k = 0; k < backward.outputs.size(); ++k)
       report("backward", gradients[k] + " only", keepOutputs(backward, {k}));
