@@ -605,35 +605,42 @@ KernelProgram backwardKernel(const ir::LayerProgram& layer, DType dtype) {
 
 namespace {
 
-// The order of a saved value's axes that the first gradient contraction reading it wants:
-// rows, then the axes it shares with the other operand and the result (a batch of GEMMs summed
-// over the rows), then its own. Each batch index then reads one contiguous run of the value
-// instead of gathering it: BTT's t (N, a, c, r), read by dW1 per c, is saved as (N, c, a, r).
-// Identity when no contraction reads it or it already is in that order.
+// The order of the axes of `value` (rank `rank`, rows first) that contraction `op` reading it
+// wants: rows, then the axes it shares with the other operand and the result (a batch of GEMMs
+// summed over the rest), then its own. Each batch index then reads one contiguous run of the
+// value instead of gathering it. Identity when `op` is not a two-operand contraction of it.
+std::vector<int> readerAxisOrder(const ir::Op& op, ValueId value, int rank) {
+  std::vector<int> order(rank);
+  std::iota(order.begin(), order.end(), 0);
+  const auto at = std::find(op.inputs.begin(), op.inputs.end(), value);
+  if (op.kind != OpKind::Contract || op.inputs.size() != 2 || at == op.inputs.end()) return order;
+  const EquationTerms terms = plainTerms(op.equation);
+  const std::size_t operand = static_cast<std::size_t>(at - op.inputs.begin());
+  const std::string& term = terms.inputs[operand];
+  const std::string& other = terms.inputs[1 - operand];
+  auto isBatch = [&](char label) {
+    return other.find(label) != std::string::npos && terms.output.find(label) != std::string::npos;
+  };
+  std::vector<int> batch, own;
+  for (int axis = 1; axis < rank; ++axis) (isBatch(term[axis]) ? batch : own).push_back(axis);
+  order = {0};
+  order.insert(order.end(), batch.begin(), batch.end());
+  order.insert(order.end(), own.begin(), own.end());
+  return order;
+}
+
+// The order of a saved value's axes that the first gradient contraction reading it wants
+// (readerAxisOrder): BTT's t (N, a, c, r), read by dW1 per c, is saved as (N, c, a, r).
 std::vector<int> savedAxisOrder(const KernelProgram& program, ValueId saved,
                                 const std::function<bool(const ir::Op&)>& isGradientOp) {
   const int rank = static_cast<int>(program.values[saved].shape.size());
-  std::vector<int> order(rank);
-  std::iota(order.begin(), order.end(), 0);
-  for (const ir::Op& op : program.ops) {
-    if (op.kind != OpKind::Contract || op.inputs.size() != 2 || !isGradientOp(op)) continue;
-    const auto at = std::find(op.inputs.begin(), op.inputs.end(), saved);
-    if (at == op.inputs.end()) continue;
-    const EquationTerms terms = plainTerms(op.equation);
-    const std::size_t operand = static_cast<std::size_t>(at - op.inputs.begin());
-    const std::string& term = terms.inputs[operand];
-    const std::string& other = terms.inputs[1 - operand];
-    auto isBatch = [&](char label) {
-      return other.find(label) != std::string::npos && terms.output.find(label) != std::string::npos;
-    };
-    std::vector<int> batch, own;
-    for (int axis = 1; axis < rank; ++axis) (isBatch(term[axis]) ? batch : own).push_back(axis);
-    order = {0};
-    order.insert(order.end(), batch.begin(), batch.end());
-    order.insert(order.end(), own.begin(), own.end());
-    return order;
-  }
-  return order;
+  for (const ir::Op& op : program.ops)
+    if (op.kind == OpKind::Contract && op.inputs.size() == 2 && isGradientOp(op) &&
+        std::count(op.inputs.begin(), op.inputs.end(), saved) > 0)
+      return readerAxisOrder(op, saved, rank);
+  std::vector<int> identity(rank);
+  std::iota(identity.begin(), identity.end(), 0);
+  return identity;
 }
 
 // `op` reading `to`, the value `from` with its axes in `order`, instead of `from`: the term of
@@ -762,6 +769,37 @@ TrainingKernels trainingKernels(const ir::LayerProgram& layer, DType dtype) {
   forward = finishKernel(std::move(forward));
   backward = finishKernel(std::move(backward));
   return kernels;
+}
+
+KernelProgram orderIntermediatesForReaders(KernelProgram program) {
+  std::vector<bool> isOutput(program.values.size(), false);
+  for (ValueId id : program.outputs) isOutput[id] = true;
+  for (ir::Op& maker : program.ops) {
+    const ValueId value = maker.result;
+    if (maker.kind != OpKind::Contract || isOutput[value] || !startsWithRows(program.values[value].shape)) continue;
+    ir::Op* reader = nullptr;
+    int reads = 0;
+    for (ir::Op& op : program.ops) {
+      const auto count = std::count(op.inputs.begin(), op.inputs.end(), value);
+      reads += static_cast<int>(count);
+      if (count > 0) reader = &op;
+    }
+    if (reads != 1 || reader->kind != OpKind::Contract) continue;
+    const Shape shape = program.values[value].shape;
+    const std::vector<int> order = readerAxisOrder(*reader, value, static_cast<int>(shape.size()));
+    if (std::is_sorted(order.begin(), order.end())) continue;
+    EquationTerms terms = plainTerms(maker.equation);
+    std::string output;
+    Shape permuted;
+    for (int axis : order) {
+      output += terms.output[axis];
+      permuted.push_back(shape[axis]);
+    }
+    maker.equation = joinEquation(terms.inputs, output);
+    readPermuted(*reader, value, value, order);
+    program.values[value].shape = permuted;
+  }
+  return program;
 }
 
 KernelProgram einsumKernel(const BoundEinsum& einsum, const ContractionPlan& plan, DType dtype) {

@@ -80,6 +80,14 @@ TrainingKernels trainingKernels(const ir::LayerProgram& layer, DType dtype);
 // (each gradient of a backward kernel) costs.
 KernelProgram keepOutputs(const KernelProgram& program, const std::vector<std::size_t>& keep);
 
+// `program` with every row intermediate that one contraction makes and exactly one other
+// contraction reads, once, laid out the way its reader wants: rows, then the axes the reader
+// shares with its other operand and its result, then the rest (the order trainingKernels gives
+// saved values), and made in that order. The reader then walks each batch index's reduction
+// contiguously instead of with a stride; the CPU code generator applies it where a row tile's
+// intermediates spill out of L2 (BTT rank 4 at d = 4096).
+KernelProgram orderIntermediatesForReaders(KernelProgram program);
+
 // A classic einsum as pairwise contractions in the order of `plan`. Inputs: the operands;
 // output: the result. No row axis: every shape is static.
 KernelProgram einsumKernel(const BoundEinsum& einsum, const ContractionPlan& plan, DType dtype);

@@ -75,6 +75,10 @@ struct Layout {
   // Rows of a register tile (elements of its M dim); sums over the rows are computed in
   // register tiles of registerRows x packWidth (0: not at all).
   int64_t registerRows = 0;
+  // The row intermediates are laid out for their readers (orderIntermediatesForReaders): where
+  // a tile's intermediates spill out of L2, a reader that walks one with a stride fetches each
+  // cache line from L3 again for every part of it that it reads.
+  bool intermediatesForReaders = false;
 };
 
 // MLIRGen. Throws UserError on unsupported programs.

@@ -87,7 +87,7 @@ void registerCodegenDialects(mlir::DialectRegistry& registry) {
 
 namespace {
 
-constexpr const char* kCodegenVersion = "einjit-cpu-codegen 19";
+constexpr const char* kCodegenVersion = "einjit-cpu-codegen 20";
 constexpr std::size_t kMaxDiagnosticChars = 2000;
 
 const mlir::DialectRegistry& codegenRegistry() {

@@ -224,6 +224,28 @@ TEST_P(StructureKernels, TrainingKernelsMatchTheLayer) {
         << "d" << param.name;
 }
 
+// Laying intermediates out for their readers changes where values live, never what the
+// forward and the recomputing backward compute.
+TEST_P(StructureKernels, IntermediatesOrderedForReadersComputeTheSame) {
+  const std::vector<Tensor> parameters = kernelParameterTensors(layer_, params_, DType::F64);
+  std::vector<const Tensor*> inputs = {&x_};
+  for (const Tensor& tensor : parameters) inputs.push_back(&tensor);
+  const KernelProgram forward = forwardKernel(layer_, DType::F64);
+  const KernelProgram orderedForward = orderIntermediatesForReaders(forward);
+  checkKernelProgram(orderedForward);
+  EXPECT_LT(relativeError(referenceRunKernel(orderedForward, kRowCount, inputs)[0],
+                          referenceRunKernel(forward, kRowCount, inputs)[0]),
+            1e-14);
+  inputs.push_back(&dy_);
+  const KernelProgram backward = backwardKernel(layer_, DType::F64);
+  const KernelProgram orderedBackward = orderIntermediatesForReaders(backward);
+  checkKernelProgram(orderedBackward);
+  const std::vector<Tensor> expected = referenceRunKernel(backward, kRowCount, inputs);
+  const std::vector<Tensor> got = referenceRunKernel(orderedBackward, kRowCount, inputs);
+  ASSERT_EQ(got.size(), expected.size());
+  for (std::size_t k = 0; k < got.size(); ++k) EXPECT_LT(relativeError(got[k], expected[k]), 1e-14) << k;
+}
+
 INSTANTIATE_TEST_SUITE_P(AllStructures, StructureKernels, ::testing::ValuesIn(structureCases()),
                          caseName);
 
@@ -284,6 +306,29 @@ TEST(StructureKernelPrograms, TrainingKernelsSaveWhatTheBackwardRecomputes) {
   EXPECT_EQ(denseTraining.savedCount(), 0u);
   EXPECT_EQ(denseTraining.forward.fingerprint(), forwardKernel(dense, DType::F32).fingerprint());
   EXPECT_EQ(denseTraining.backward.fingerprint(), backwardKernel(dense, DType::F32).fingerprint());
+}
+
+// BTT's forward reads t (N, a, c, r) per c; laid out for that reader it is (N, c, a, r), as the
+// training forward saves it. The recomputing backward's only reader of t is dW1, which wants
+// the same order; dense has no intermediates.
+TEST(StructureKernelPrograms, IntermediatesOrderedForReadersTakeTheReadersOrder) {
+  const ir::LayerProgram btt = buildLayer("btt(in=8, out=64, rank=2)");
+  auto equations = [](const KernelProgram& program) {
+    std::vector<std::string> result;
+    for (const ir::Op& op : program.ops)
+      if (op.kind == OpKind::Contract) result.push_back(op.equation);
+    return result;
+  };
+  const KernelProgram forward = orderIntermediatesForReaders(forwardKernel(btt, DType::F32));
+  EXPECT_EQ(equations(forward), (std::vector<std::string>{"zab,abcr->zcar", "zcar,card->zcd"}));
+  EXPECT_EQ(equations(forward), equations(trainingKernels(btt, DType::F32).forward));
+  const std::vector<std::string> backward =
+      equations(orderIntermediatesForReaders(backwardKernel(btt, DType::F32)));
+  ASSERT_EQ(backward.size(), 5u);
+  EXPECT_EQ(backward[0], "zab,abcr->zcar");
+  EXPECT_EQ(backward[2], "zcar,zcd->card");
+  const KernelProgram dense = forwardKernel(buildLayer("dense(in=6, out=5)"), DType::F32);
+  EXPECT_EQ(orderIntermediatesForReaders(dense).fingerprint(), dense.fingerprint());
 }
 
 TEST(StructureKernelPrograms, KeepOutputsDropsTheOpsOnlyOtherOutputsNeed) {

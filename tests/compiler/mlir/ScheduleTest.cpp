@@ -25,6 +25,14 @@ class Schedule : public ::testing::Test {
     return generateModule(context_, program, chooseLayout(program, hostTarget()));
   }
 
+  // The generated module as text, laid out as `layout` says.
+  std::string moduleText(const KernelProgram& program, const Layout& layout) {
+    std::string text;
+    llvm::raw_string_ostream stream(text);
+    generateModule(context_, program, layout)->print(stream);
+    return text;
+  }
+
   // For every register tile (a vector.contract) inside the tallest row tile: the step of the
   // outermost loop of its own nest, the loop just inside the row-tile loop.
   std::vector<int64_t> outerTileLoopSteps(const KernelProgram& program) {
@@ -204,6 +212,48 @@ TEST_F(Schedule, SavedIntermediatesKeepRowTilesInCache) {
   }
   const KernelProgram streamed = trainingKernels(buildLayer("btt(in=4096, out=4096, rank=4)"), DType::F32).forward;
   EXPECT_EQ(chooseLayout(streamed, withHost(512, 2 << 20)).rowTiles.front(), 16);
+}
+
+// A row-sum GEMM operand that few register tiles read is read in place, unless the row tile is
+// taller than an L1 set has ways: its rows lie a power-of-two stride apart and would evict one
+// another. BTT rank 4's dW1 at d = 1024 reads t (256 wide) in place with 8-row tiles and packs
+// it with 64-row ones: one more transpose in the tallest row loop, whatever the host.
+TEST_F(Schedule, TallRowSumTilesPackEveryOperand) {
+  const KernelProgram backward = trainingKernels(buildLayer("btt(in=1024, out=1024, rank=4)"), DType::F32).backward;
+  Layout layout = chooseLayout(backward, withHost(256, 512 << 10));
+  auto transposes = [&](std::vector<int64_t> rowTiles) {
+    layout.rowTiles = std::move(rowTiles);
+    const std::string text = moduleText(backward, layout);
+    int count = 0;
+    for (std::size_t at = text.find("linalg.transpose"); at != std::string::npos; at = text.find("linalg.transpose", at + 1))
+      ++count;
+    return count;
+  };
+  EXPECT_EQ(transposes({64, 4, 1}), transposes({8, 4, 1}) + 1);
+}
+
+// Only where a row tile's intermediates spill out of L2 are they laid out for their readers:
+// BTT rank 4 at d = 4096 (64 KB of t per row) on a 512 KB or 1 MB L2, not on a 2 MB one; BTT
+// rank 1 and Monarch at d = 1024 (4 KB per row) never. Laid out so, the plain forward makes t
+// in the order the training forward saves it.
+TEST_F(Schedule, SpillingIntermediatesAreLaidOutForTheirReaders) {
+  const ir::LayerProgram btt4 = buildLayer("btt(in=4096, out=4096, rank=4)");
+  const KernelProgram forward = forwardKernel(btt4, DType::F32);
+  EXPECT_TRUE(chooseLayout(forward, withHost(256, 512 << 10)).intermediatesForReaders);
+  EXPECT_TRUE(chooseLayout(forward, withHost(512, 1 << 20)).intermediatesForReaders);
+  EXPECT_FALSE(chooseLayout(forward, withHost(512, 2 << 20)).intermediatesForReaders);
+  for (const char* spec : {"btt(in=1024, out=1024, rank=1)", "monarch(in=1024, out=1024, blocks=32)"})
+    EXPECT_FALSE(chooseLayout(forwardKernel(buildLayer(spec), DType::F32), withHost(256, 512 << 10))
+                     .intermediatesForReaders)
+        << spec;
+
+  const KernelProgram small = forwardKernel(buildLayer("btt(in=64, out=64, rank=4)"), DType::F32);
+  Layout layout = chooseLayout(small, hostTarget());
+  layout.intermediatesForReaders = true;
+  const std::string ordered = moduleText(small, layout);
+  layout.intermediatesForReaders = false;
+  EXPECT_NE(ordered, moduleText(small, layout));
+  EXPECT_EQ(ordered, moduleText(orderIntermediatesForReaders(small), layout));
 }
 
 // A parameter gradient summed over the rows carries its sum in whole register tiles with the
