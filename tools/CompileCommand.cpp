@@ -35,11 +35,14 @@ struct CompileOptions {
 
 cpu::EmitStage parseStage(const std::string& name) {
   if (name == "mlir") return cpu::EmitStage::Mlir;
+  if (name == "mlir-tiled") return cpu::EmitStage::TiledMlir;
+  if (name == "mlir-scheduled") return cpu::EmitStage::ScheduledMlir;
   if (name == "mlir-lowered") return cpu::EmitStage::LoweredMlir;
   if (name == "llvm") return cpu::EmitStage::Llvm;
   if (name == "asm") return cpu::EmitStage::Asm;
   if (name == "obj") return cpu::EmitStage::Obj;
-  throw UserError("unknown --emit stage '" + name + "' (expected mlir, mlir-lowered, llvm, asm or obj)");
+  throw UserError("unknown --emit stage '" + name +
+                  "' (expected mlir, mlir-tiled, mlir-scheduled, mlir-lowered, llvm, asm or obj)");
 }
 
 DType parseDType(const std::string& name) {
@@ -116,12 +119,13 @@ void addCompileCommand(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "compile",
       "Compile a structured layer (forward, or --backward; --training for the pair training runs) or a classic einsum and print one "
-      "stage. cpu: mlir (linalg), mlir-lowered (LLVM dialect after tiling and vectorisation), "
+      "stage. cpu: mlir (linalg), mlir-tiled (row tiles and panels for this host), mlir-scheduled "
+      "(register tiles vectorised), mlir-lowered (LLVM dialect after bufferisation), "
       "llvm, asm, obj. cuda (needs NVRTC, not a GPU): cuda (CUDA C++), ptx, cubin");
   cmd->add_option("SPEC", o->spec, "structure spec or classic einsum")->required();
   cmd->add_option("--shapes,--shape", o->shapes, "operand shapes for a classic einsum, e.g. 64x32,32x16");
   cmd->add_option("--emit", o->emit,
-                  "cpu: mlir (default) | mlir-lowered | llvm | asm | obj; cuda: cuda (default) | ptx | cubin");
+                  "cpu: mlir (default) | mlir-tiled | mlir-scheduled | mlir-lowered | llvm | asm | obj; cuda: cuda (default) | ptx | cubin");
   cmd->add_option("--target", o->target, "cpu or cuda")->capture_default_str();
   cmd->add_option("--arch", o->arch, "cuda: GPU architecture for ptx/cubin")->capture_default_str();
   cmd->add_option("--precision", o->precision, "cuda: device storage f32, f64 or bf16 (default: --dtype)");

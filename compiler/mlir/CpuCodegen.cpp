@@ -135,7 +135,15 @@ class Compilation {
     }
     const detail::HostTarget& host = detail::hostTarget();
     auto module = detail::generateModule(context_, program, detail::chooseLayout(program, host));
+    if (stage == EmitStage::TiledMlir) {
+      module->print(stream);
+      return text;
+    }
     detail::scheduleModule(*module, host);
+    if (stage == EmitStage::ScheduledMlir) {
+      module->print(stream);
+      return text;
+    }
     detail::lowerToLLVMDialect(*module);
     if (stage == EmitStage::LoweredMlir) {
       module->print(stream);

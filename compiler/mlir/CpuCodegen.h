@@ -24,11 +24,13 @@ namespace einjit::cpu {
 inline constexpr const char* kEntrySymbol = "einjit_kernel";
 
 enum class EmitStage {
-  Mlir,         // the program as linalg on tensors, before any transformation
-  LoweredMlir,  // after tiling, vectorisation, bufferisation, lowered to the LLVM dialect
-  Llvm,         // LLVM IR, optimised
-  Asm,          // host assembly
-  Obj,          // host relocatable object (bytes)
+  Mlir,           // the program as linalg on tensors, before any transformation
+  TiledMlir,      // laid out for this host: row tiles of static heights, parameters in panels
+  ScheduledMlir,  // then register tiles vectorised to vector.contract (still on tensors)
+  LoweredMlir,    // after tiling, vectorisation, bufferisation, lowered to the LLVM dialect
+  Llvm,           // LLVM IR, optimised
+  Asm,            // host assembly
+  Obj,            // host relocatable object (bytes)
 };
 
 // Text (or object bytes) of one stage. Throws UserError if the program is not supported.

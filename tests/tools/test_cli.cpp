@@ -125,6 +125,8 @@ TEST_F(CliTest, CpuTargetAgreesWithReference) {
 TEST_F(CliTest, CompileEmitsEveryStage) {
   const std::string spec = "'btt(in=64, out=64, rank=2)'";
   EXPECT_NE(einjit("compile " + spec + " --emit mlir").out.find("linalg.generic"), std::string::npos);
+  EXPECT_NE(einjit("compile " + spec + " --emit mlir-tiled").out.find("scf.for"), std::string::npos);
+  EXPECT_NE(einjit("compile " + spec + " --emit mlir-scheduled").out.find("vector.contract"), std::string::npos);
   EXPECT_NE(einjit("compile " + spec + " --emit mlir-lowered").out.find("llvm."), std::string::npos);
   EXPECT_NE(einjit("compile " + spec + " --emit llvm --backward").out.find("define"), std::string::npos);
   EXPECT_NE(einjit("compile 'ij,jk' --shapes 8x16,16x4 --emit asm").out.find("vfmadd"), std::string::npos);
