@@ -2,7 +2,7 @@
 // kernel is timed, then the backward kernel whole, computing one gradient at a time, and
 // computing all but one (keepOutputs drops the ops the others need), each on warm buffers,
 // back to back, median of k runs. A gradient that costs more than its share of contractions
-// is where the backward's time goes; `einjit compile --backward --emit mlir-lowered|asm` then
+// is where the backward's time goes; `einjit compile --backward --emit mlir-tiled|asm` then
 // shows its code. The `bench` target measures the layers against their baselines; this tool
 // only looks inside.
 #include <algorithm>

@@ -607,7 +607,7 @@ class MLIRGenImpl {
     // gradients at 1 to 4, unpacked ~5% faster), or when the tile is taller than an L1 set
     // has ways: read in place, the rows lie a power-of-two stride apart (16 or 64 KB), all in
     // one L1 set, and evict one another on every reduction step (BTT rank 4 at d = 4096, 64-row
-    // tiles: training backward 331-364 -> 287-289 ms on one Zen 3 core, packed; Monarch at
+    // tiles: training backward 310-322 -> 281-299 ms on one Zen 3 core, packed; Monarch at
     // d = 4096, 4-row tiles, ~5% slower packed).
     int64_t reuse = 1;
     for (int loopDim : plan.own[1 - role]) reuse *= plan.dims.loops[loopDim].size;

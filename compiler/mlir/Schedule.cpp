@@ -530,8 +530,8 @@ Layout chooseLayout(const KernelProgram& program, const HostTarget& host) {
   layout.packWidth = 2 * host.vectorBits / (8 * static_cast<int64_t>(dtypeSize(program.dtype)));
   layout.registerRows = rows;
   // BTT rank 4 at d = 4096 (64 KB of intermediates per row): its plain forward read t
-  // (N, a, c, r) per c with a 1 KB stride; laid out (N, c, a, r) it ran 161-168 -> 120-131 ms
-  // on one Zen 3 core. Where the tile stays in L2 the strided reads hit it, and making t in the
+  // (N, a, c, r) per c with a 1 KB stride; laid out (N, c, a, r) it ran 161-189 -> 120-137 ms
+  // on one Zen 3 core (interleaved runs). Where the tile stays in L2 the strided reads hit it, and making t in the
   // reader's order cost BTT rank 1 and Monarch at d = 1024 7-8% of their forward.
   layout.intermediatesForReaders = streamedParameters && tileSpills;
   return layout;
