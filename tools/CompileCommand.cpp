@@ -125,7 +125,8 @@ void addCompileCommand(CLI::App& app) {
   cmd->add_option("SPEC", o->spec, "structure spec or classic einsum")->required();
   cmd->add_option("--shapes,--shape", o->shapes, "operand shapes for a classic einsum, e.g. 64x32,32x16");
   cmd->add_option("--emit", o->emit,
-                  "cpu: mlir (default) | mlir-tiled | mlir-scheduled | mlir-lowered | llvm | asm | obj; cuda: cuda (default) | ptx | cubin");
+                  "cpu: mlir (default) | mlir-tiled | mlir-scheduled | mlir-lowered | llvm | asm | obj; "
+                  "cuda: cuda (default) | ptx | cubin");
   cmd->add_option("--target", o->target, "cpu or cuda")->capture_default_str();
   cmd->add_option("--arch", o->arch, "cuda: GPU architecture for ptx/cubin")->capture_default_str();
   cmd->add_option("--precision", o->precision, "cuda: device storage f32, f64 or bf16 (default: --dtype)");

@@ -225,8 +225,8 @@ TEST_F(Schedule, TallRowSumTilesPackEveryOperand) {
     layout.rowTiles = std::move(rowTiles);
     const std::string text = moduleText(backward, layout);
     int count = 0;
-    for (std::size_t at = text.find("linalg.transpose"); at != std::string::npos; at = text.find("linalg.transpose", at + 1))
-      ++count;
+    const std::string transpose = "linalg.transpose";
+    for (std::size_t at = text.find(transpose); at != std::string::npos; at = text.find(transpose, at + 1)) ++count;
     return count;
   };
   EXPECT_EQ(transposes({64, 4, 1}), transposes({8, 4, 1}) + 1);
