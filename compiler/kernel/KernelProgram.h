@@ -85,7 +85,7 @@ KernelProgram keepOutputs(const KernelProgram& program, const std::vector<std::s
 // shares with its other operand and its result, then the rest (the order trainingKernels gives
 // saved values), and made in that order. The reader then walks each batch index's reduction
 // contiguously instead of with a stride; the CPU code generator applies it where a row tile's
-// intermediates spill out of L2 (BTT rank 4 at d = 4096).
+// intermediates spill out of L2 (BTT rank 4 at d = 4096, Layout::rowTilesSpill).
 KernelProgram orderIntermediatesForReaders(KernelProgram program);
 
 // A classic einsum as pairwise contractions in the order of `plan`. Inputs: the operands;

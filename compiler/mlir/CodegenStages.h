@@ -75,10 +75,13 @@ struct Layout {
   // Rows of a register tile (elements of its M dim); sums over the rows are computed in
   // register tiles of registerRows x packWidth (0: not at all).
   int64_t registerRows = 0;
-  // The row intermediates are laid out for their readers (orderIntermediatesForReaders): where
-  // a tile's intermediates spill out of L2, a reader that walks one with a stride fetches each
-  // cache line from L3 again for every part of it that it reads.
-  bool intermediatesForReaders = false;
+  // The row tiles' intermediates spill out of L2 (the parameters stream from L3 too), so the
+  // tiles are tall and their rows come from L3. Then the row intermediates are laid out for
+  // their readers (orderIntermediatesForReaders: a reader that walks one with a stride would
+  // fetch each cache line from L3 again for every part of it that it reads), and every operand
+  // of a row-sum GEMM is packed (rows read in place lie a power-of-two stride apart, all in one
+  // L1 set, and evict one another on every reduction step).
+  bool rowTilesSpill = false;
 };
 
 // MLIRGen. Throws UserError on unsupported programs.

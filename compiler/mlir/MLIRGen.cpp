@@ -604,17 +604,13 @@ class MLIRGenImpl {
     panels.push_back({split, Part::Inner});
     // Register tiles of the other operand that read each element: packing pays off only when
     // they are many (dense's dW = x^T dy at d = 1024: 32 panels, packed 15% faster; BTT's
-    // gradients at 1 to 4, unpacked ~5% faster), or when the tile is taller than an L1 set
-    // has ways: read in place, the rows lie a power-of-two stride apart (16 or 64 KB), all in
-    // one L1 set, and evict one another on every reduction step (BTT rank 4 at d = 4096, 64-row
-    // tiles: training backward 310-322 -> 281-299 ms on one Zen 3 core, packed; Monarch at
-    // d = 4096, 4-row tiles, ~5% slower packed).
+    // gradients at 1 to 4, unpacked ~5% faster), or when the row tiles spill out of L2
+    // (Layout::rowTilesSpill; Monarch at d = 4096, 4-row tiles that fit, ran ~5% slower packed).
     int64_t reuse = 1;
     for (int loopDim : plan.own[1 - role]) reuse *= plan.dims.loops[loopDim].size;
     reuse /= plan.tile[1 - role];
     constexpr int64_t kFewReaders = 4;
-    constexpr int64_t kL1Ways = 8;
-    if (access.loopDim.back() == split && reuse <= kFewReaders && rowHeight <= kL1Ways) {
+    if (access.loopDim.back() == split && reuse <= kFewReaders && !layout.rowTilesSpill) {
       order = from;
       return value;
     }
@@ -1024,7 +1020,7 @@ class MLIRGenImpl {
 
 mlir::OwningOpRef<mlir::ModuleOp> generateModule(mlir::MLIRContext& context, const KernelProgram& program,
                                                  const Layout& layout) {
-  if (layout.intermediatesForReaders)
+  if (layout.rowTilesSpill)
     return MLIRGenImpl(context, orderIntermediatesForReaders(program)).generate(layout);
   return MLIRGenImpl(context, program).generate(layout);
 }
