@@ -46,7 +46,7 @@ constexpr int64_t kTileCols = 2 * Simd<T, Bytes>::kLanes;
 
 // The vector register width of the clone EINJIT_MULTIVERSION picks on this machine.
 int hostVectorBytes() {
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if EINJIT_HAS_MULTIVERSION
   static const int bytes = __builtin_cpu_supports("x86-64-v4")   ? 64
                            : __builtin_cpu_supports("x86-64-v3") ? 32
                                                                  : 16;

@@ -18,9 +18,11 @@
 // baseline x86-64, and the loader picks the best for the machine (GCC function multiversioning):
 // the project builds without -march=native, so that one binary runs everywhere.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define EINJIT_HAS_MULTIVERSION 1
 #define EINJIT_MULTIVERSION \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
+#define EINJIT_HAS_MULTIVERSION 0
 #define EINJIT_MULTIVERSION
 #endif
 
