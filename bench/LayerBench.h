@@ -13,6 +13,7 @@
 
 #include "bench/Baselines.h"
 #include "compiler/cpu/CpuBackend.h"
+#include "compiler/cpu/ThreadPool.h"
 
 namespace einjit::bench {
 
@@ -33,7 +34,9 @@ struct BenchOptions {
   // `rows`, since naive loops at full size would take minutes.
   int64_t naiveRows = 64;
   double secondsPerTiming = 1.0;  // budget of each median-of-k measurement
-  int baselineThreads = 2;        // OpenBLAS and PyTorch threads
+  // OpenBLAS and PyTorch threads: as many as einjit uses ($EINJIT_THREADS, else every hardware
+  // thread), so that ratios compare like with like, on one core as on two.
+  int baselineThreads = cpu::configuredThreadCount();
   bool torch = true;              // run the PyTorch script for this layer
   cpu::CacheOptions cache;        // where the timed kernels come from / are cached
   std::string python = defaultPython();

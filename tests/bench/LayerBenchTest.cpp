@@ -92,7 +92,13 @@ TEST(LayerBench, ReportAndJsonCarryEveryMeasurement) {
   // monarch 16 -> 16, 4 blocks of 4: 2 * 16 * 4 MACs per row; dense 256.
   EXPECT_DOUBLE_EQ(entry.at("percent_of_openblas_gflops").get<double>(),
                    100.0 * (2.0 * 128 * 8 / 0.5) / (2.0 * 256 * 8 / 0.25));
-  EXPECT_EQ(json.at("host").at("baseline_threads"), 2);
+  EXPECT_EQ(json.at("host").at("baseline_threads"), options.baselineThreads);
+}
+
+// OpenBLAS and PyTorch get as many threads as einjit, so EINJIT_THREADS=1 compares one core
+// with one core.
+TEST(LayerBench, BaselinesRunOnEinjitsThreads) {
+  EXPECT_EQ(BenchOptions().baselineThreads, cpu::configuredThreadCount());
 }
 
 }  // namespace
