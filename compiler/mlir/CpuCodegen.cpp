@@ -87,7 +87,7 @@ void registerCodegenDialects(mlir::DialectRegistry& registry) {
 
 namespace {
 
-constexpr const char* kCodegenVersion = "einjit-cpu-codegen 21";
+constexpr const char* kCodegenVersion = "einjit-cpu-codegen 22";
 constexpr std::size_t kMaxDiagnosticChars = 2000;
 
 const mlir::DialectRegistry& codegenRegistry() {

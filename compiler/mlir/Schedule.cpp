@@ -183,14 +183,23 @@ void tileContraction(mlir::IRRewriter& rewriter, mlir::linalg::GenericOp op, con
   if (mDim >= 0) tileSizes[mDim] = mr;
   tileSizes[vDim] = vectorTile(ranges[vDim], lanes, std::max<int64_t>(2, accumulatorRegisters(host) / mr));
   // A V dim that no whole or half vector register divides (BTT at d = 1088: factors of 34,
-  // tiled 17 wide, an odd-width vector that LLVM breaks into scalars; d = 1056: 44, tiled 4
-  // wide) is split into the part that is whole registers and the rest, each tiled on its own
-  // (BTT d = 1088 forward 15.3 -> 1.1 ms). Where half registers fit (24: 8 wide) the split made
-  // no gain and tripled the backward's compile time, so it is kept to the odd widths.
-  if (ranges[vDim] > lanes && tileSizes[vDim] % std::max<int64_t>(1, lanes / 2) != 0) {
+  // tiled 17 wide, an odd-width vector that LLVM breaks into scalars) is split into the part
+  // that is whole registers and the rest, each tiled on its own (BTT d = 1088 forward 15.3 ->
+  // 1.1 ms). In a row-parallel contraction, a V dim of at least two registers whose tiles would
+  // be narrower than one (60 and 44 on AVX2: 4 wide) is split too, at a multiple of two
+  // registers, so that most of it gets full-width tiles: Monarch with 60 x 60 blocks
+  // (d = 3600) ran its forward 69-80 -> 36-48 ms and its dx 77 -> 44 ms on one Zen 3 core. In
+  // a row-sum GEMM (parameter gradients) that split made Monarch's dW2 48 -> 85 ms, and a V dim
+  // of 24 on AVX-512 (8 wide, split 16 + 8) gained nothing and tripled the backward's compile
+  // time; those keep the odd-width rule.
+  const bool rowSum = op->hasAttr(kRegisterRowsDimAttr);
+  const bool oddWidth = tileSizes[vDim] % std::max<int64_t>(1, lanes / 2) != 0;
+  const bool narrow = !rowSum && tileSizes[vDim] < lanes && ranges[vDim] >= 2 * lanes;
+  const int64_t wholeWidth = !rowSum && ranges[vDim] >= 2 * lanes ? 2 * lanes : lanes;
+  if (ranges[vDim] > lanes && (oddWidth || narrow)) {
     rewriter.setInsertionPoint(op);
     auto [whole, rest] = mlir::linalg::splitOp(rewriter, llvm::cast<mlir::TilingInterface>(op.getOperation()), vDim,
-                                               rewriter.getIndexAttr(ranges[vDim] / lanes * lanes));
+                                               rewriter.getIndexAttr(ranges[vDim] / wholeWidth * wholeWidth));
     if (whole && rest) {
       tileContraction(rewriter, llvm::cast<mlir::linalg::GenericOp>(whole.getOperation()), host);
       tileContraction(rewriter, llvm::cast<mlir::linalg::GenericOp>(rest.getOperation()), host);

@@ -407,10 +407,12 @@ TEST(CpuCodegen, BttBackward1024) {
   }
 }
 
-// Factors that no whole or half vector register divides (34 = 2 x 17, 44 = 4 x 11): the
-// schedule splits their vector dim into whole registers and a rest, forward and backward.
-TEST(CpuCodegen, BttWithFactorsNoVectorDivides) {
-  for (const char* spec : {"btt(in=1088, out=1088, rank=1)", "btt(in=1056, out=1056, rank=2)"}) {
+// Factors that no whole or half vector register divides (34 = 2 x 17, 44 = 4 x 11), or that
+// only quarter registers divide (60 = 4 x 15 on AVX2): the schedule splits their vector dim
+// into whole registers and a rest, forward and backward.
+TEST(CpuCodegen, FactorsNoVectorDivides) {
+  for (const char* spec : {"btt(in=1088, out=1088, rank=1)", "btt(in=1056, out=1056, rank=2)",
+                           "monarch(in=240, out=240, blocks=4)"}) {
     SCOPED_TRACE(spec);
     const ir::LayerProgram layer = buildLayer(spec);
     expectMatchesReference(forwardKernel(layer, DType::F32), {1, 7, 100});
@@ -614,6 +616,15 @@ TEST(CpuCodegenStages, OddFactorsGetNoOddWidthVectors) {
       emitStage(forwardKernel(buildLayer("btt(in=1088, out=1088, rank=1)"), DType::F32), EmitStage::Llvm);
   EXPECT_EQ(llvmIr.find("<17 x float>"), std::string::npos);
   EXPECT_NE(llvmIr.find(hostHasAvx512() ? "<16 x float>" : "<8 x float>"), std::string::npos);
+}
+
+// Monarch's 60 x 60 blocks: register tiles over a 60-wide vector dim were 4 floats wide on
+// AVX2 (a quarter of the 4 x 16 tile's FMAs per step; d = 3600 forward 69-80 ms against 36-48
+// split). Split at a multiple of two registers, most of the dim gets full-width tiles.
+TEST(CpuCodegenStages, NarrowVectorDimsGetFullWidthRegisterTiles) {
+  const std::string scheduled =
+      emitStage(forwardKernel(buildLayer("monarch(in=240, out=240, blocks=4)"), DType::F32), EmitStage::ScheduledMlir);
+  EXPECT_NE(scheduled.find(hostHasAvx512() ? "vector<8x32xf32>" : "vector<4x16xf32>"), std::string::npos);
 }
 
 TEST(CpuCodegenStages, IdentityNamesTheCompilerAndHost) {
