@@ -29,9 +29,13 @@ import re
 import sys
 import time
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+import blas_threads
+
+blas_threads.limit_to_threads_argument()  # before torch loads OpenBLAS
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 # factorize(d, n) as the IR builders do it (docs/layouts.md): one Python copy, in the fixture script.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))

@@ -40,8 +40,12 @@ import statistics
 import sys
 import time
 
-import numpy as np
-import torch
+import blas_threads
+
+blas_threads.limit_to_threads_argument()  # before torch loads OpenBLAS
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "models"))
