@@ -228,5 +228,24 @@ TEST(WeightNormHelpers, ChainRuleMatchesTheLayerInterpreter) {
   }
 }
 
+// B is a kernel input as it is (no weight norm, no gain): its gradient is the kernel's,
+// converted to the requested dtype, without the float64 sums the normalised W goes through.
+TEST(WeightNormHelpers, PlainParameterGradientIsTheKernelsInTheRequestedDType) {
+  const ir::LayerProgram layer = normalisedLayer(1.0);
+  std::mt19937_64 rng(6);
+  TensorMap params = {{"W", randomTensor({2, 3}, rng)},
+                      {"W_gamma", Tensor(DType::F64, {})},
+                      {"B", randomTensor({3}, rng)}};
+  params.at("W_gamma").set(0, 0.5);
+  const Tensor dNormed = randomTensor({2, 3}, rng);
+  const Tensor dB = randomTensor({3}, rng);
+  const TensorMap gradients = layerParameterGradients(layer, params, {&dNormed, &dB}, DType::F32);
+  ASSERT_EQ(gradients.at("B").dtype(), DType::F32);
+  ASSERT_EQ(gradients.at("B").shape(), dB.shape());
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(gradients.at("B").get(i), static_cast<float>(dB.get(i)));
+  EXPECT_EQ(gradients.at("W").dtype(), DType::F32);
+  EXPECT_EQ(gradients.at("W_gamma").dtype(), DType::F32);
+}
+
 }  // namespace
 }  // namespace einjit
