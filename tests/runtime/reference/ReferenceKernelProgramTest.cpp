@@ -161,6 +161,15 @@ ir::LayerProgram normalisedLayer(double sigma) {
   return layer;
 }
 
+// Random parameters of normalisedLayer: W (2 x 3), its gain W_gamma = gamma, and B (3).
+TensorMap normalisedLayerParams(std::mt19937_64& rng, double gamma) {
+  TensorMap params = {{"W", randomTensor({2, 3}, rng)},
+                      {"W_gamma", Tensor(DType::F64, {})},
+                      {"B", randomTensor({3}, rng)}};
+  params.at("W_gamma").set(0, gamma);
+  return params;
+}
+
 TEST(WeightNormHelpers, KernelParameterTensorsAreTheNormalisedWeights) {
   for (const double sigma : {0.1, 10.0}) {  // clamped, unclamped
     const ir::LayerProgram layer = normalisedLayer(sigma);
@@ -172,10 +181,7 @@ TEST(WeightNormHelpers, KernelParameterTensorsAreTheNormalisedWeights) {
     EXPECT_EQ(inputs[1].weightNormOp, -1);
 
     std::mt19937_64 rng(4);
-    TensorMap params = {{"W", randomTensor({2, 3}, rng)},
-                        {"W_gamma", Tensor(DType::F64, {})},
-                        {"B", randomTensor({3}, rng)}};
-    params.at("W_gamma").set(0, 1.5);
+    TensorMap params = normalisedLayerParams(rng, 1.5);
     const std::vector<Tensor> tensors = kernelParameterTensors(layer, params, DType::F32);
     ASSERT_EQ(tensors.size(), 2u);
     double sumOfSquares = 0;
@@ -192,10 +198,7 @@ TEST(WeightNormHelpers, ChainRuleMatchesTheLayerInterpreter) {
   for (const double sigma : {0.1, 10.0}) {
     const ir::LayerProgram layer = normalisedLayer(sigma);
     std::mt19937_64 rng(5);
-    TensorMap params = {{"W", randomTensor({2, 3}, rng)},
-                        {"W_gamma", Tensor(DType::F64, {})},
-                        {"B", randomTensor({3}, rng)}};
-    params.at("W_gamma").set(0, 0.7);
+    TensorMap params = normalisedLayerParams(rng, 0.7);
     const Tensor x = randomTensor({4, 2}, rng);
     const Tensor dy = randomTensor({4, 3}, rng);
     const LayerGradients expected = referenceLayerBackward(layer, params, x, dy);
@@ -233,10 +236,7 @@ TEST(WeightNormHelpers, ChainRuleMatchesTheLayerInterpreter) {
 TEST(WeightNormHelpers, PlainParameterGradientIsTheKernelsInTheRequestedDType) {
   const ir::LayerProgram layer = normalisedLayer(1.0);
   std::mt19937_64 rng(6);
-  TensorMap params = {{"W", randomTensor({2, 3}, rng)},
-                      {"W_gamma", Tensor(DType::F64, {})},
-                      {"B", randomTensor({3}, rng)}};
-  params.at("W_gamma").set(0, 0.5);
+  TensorMap params = normalisedLayerParams(rng, 0.5);
   const Tensor dNormed = randomTensor({2, 3}, rng);
   const Tensor dB = randomTensor({3}, rng);
   const TensorMap gradients = layerParameterGradients(layer, params, {&dNormed, &dB}, DType::F32);
