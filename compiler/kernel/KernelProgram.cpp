@@ -20,6 +20,13 @@ namespace {
 using ir::OpKind;
 using ir::ValueId;
 
+// 0, 1, ..., rank - 1: the axis order that changes nothing.
+std::vector<int> identityOrder(std::size_t rank) {
+  std::vector<int> order(rank);
+  std::iota(order.begin(), order.end(), 0);
+  return order;
+}
+
 std::string describeOp(const ir::Op& op, std::size_t index) {
   std::string text = "op " + std::to_string(index) + " (" + ir::opKindName(op.kind);
   if (op.kind == OpKind::Contract) text += " \"" + op.equation + "\"";
@@ -156,9 +163,7 @@ void checkOpShapes(const KernelProgram& program, const ir::Op& op) {
       const Shape& in = shapeOf(op.inputs[0]);
       std::vector<int> sorted = op.perm;
       std::sort(sorted.begin(), sorted.end());
-      std::vector<int> identity(in.size());
-      std::iota(identity.begin(), identity.end(), 0);
-      if (sorted != identity)
+      if (sorted != identityOrder(in.size()))
         throw UserError("not a permutation of the " + std::to_string(in.size()) + " axes of " +
                         shapeText(in));
       if (startsWithRows(in) && op.perm[0] != 0)
@@ -610,8 +615,7 @@ namespace {
 // summed over the rest), then its own. Each batch index then reads one contiguous run of the
 // value instead of gathering it. Identity when `op` is not a two-operand contraction of it.
 std::vector<int> readerAxisOrder(const ir::Op& op, ValueId value, int rank) {
-  std::vector<int> order(rank);
-  std::iota(order.begin(), order.end(), 0);
+  std::vector<int> order = identityOrder(static_cast<std::size_t>(rank));
   const auto at = std::find(op.inputs.begin(), op.inputs.end(), value);
   if (op.kind != OpKind::Contract || op.inputs.size() != 2 || at == op.inputs.end()) return order;
   const EquationTerms terms = plainTerms(op.equation);
@@ -638,9 +642,7 @@ std::vector<int> savedAxisOrder(const KernelProgram& program, ValueId saved,
     if (op.kind == OpKind::Contract && op.inputs.size() == 2 && isGradientOp(op) &&
         std::count(op.inputs.begin(), op.inputs.end(), saved) > 0)
       return readerAxisOrder(op, saved, rank);
-  std::vector<int> identity(rank);
-  std::iota(identity.begin(), identity.end(), 0);
-  return identity;
+  return identityOrder(static_cast<std::size_t>(rank));
 }
 
 // `op` reading `to`, the value `from` with its axes in `order`, instead of `from`: the term of
@@ -709,9 +711,7 @@ TrainingKernels trainingKernels(const ir::LayerProgram& layer, DType dtype) {
     isSaved[id] = true;
     const std::vector<int> order = savedAxisOrder(backward, id, isGradientOp);
     const ir::Value value = backward.values[id];
-    std::vector<int> identity(order.size());
-    std::iota(identity.begin(), identity.end(), 0);
-    if (order == identity) {
+    if (order == identityOrder(order.size())) {
       forward.outputs.push_back(forwardId.at(value.name));
       backward.inputs.push_back(id);
       continue;

@@ -135,20 +135,16 @@ class Compilation {
     }
     const detail::HostTarget& host = detail::hostTarget();
     auto module = detail::generateModule(context_, program, detail::chooseLayout(program, host));
-    if (stage == EmitStage::TiledMlir) {
-      module->print(stream);
-      return text;
-    }
+    // Prints the module if `stage` is `done`, the stage just run.
+    auto printedAt = [&](EmitStage done) {
+      if (stage == done) module->print(stream);
+      return stage == done;
+    };
+    if (printedAt(EmitStage::TiledMlir)) return text;
     detail::scheduleModule(*module, host);
-    if (stage == EmitStage::ScheduledMlir) {
-      module->print(stream);
-      return text;
-    }
+    if (printedAt(EmitStage::ScheduledMlir)) return text;
     detail::lowerToLLVMDialect(*module);
-    if (stage == EmitStage::LoweredMlir) {
-      module->print(stream);
-      return text;
-    }
+    if (printedAt(EmitStage::LoweredMlir)) return text;
     llvm::LLVMContext llvmContext;
     auto llvmModule = detail::translateToLLVMIR(*module, llvmContext, program);
     detail::optimizeModule(*llvmModule);

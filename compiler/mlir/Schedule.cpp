@@ -193,9 +193,10 @@ void tileContraction(mlir::IRRewriter& rewriter, mlir::linalg::GenericOp op, con
   // of 24 on AVX-512 (8 wide, split 16 + 8) gained nothing and tripled the backward's compile
   // time; those keep the odd-width rule.
   const bool rowSum = op->hasAttr(kRegisterRowsDimAttr);
+  const bool wideRowParallel = !rowSum && ranges[vDim] >= 2 * lanes;  // split at two registers
   const bool oddWidth = tileSizes[vDim] % std::max<int64_t>(1, lanes / 2) != 0;
-  const bool narrow = !rowSum && tileSizes[vDim] < lanes && ranges[vDim] >= 2 * lanes;
-  const int64_t wholeWidth = !rowSum && ranges[vDim] >= 2 * lanes ? 2 * lanes : lanes;
+  const bool narrow = wideRowParallel && tileSizes[vDim] < lanes;
+  const int64_t wholeWidth = wideRowParallel ? 2 * lanes : lanes;
   if (ranges[vDim] > lanes && (oddWidth || narrow)) {
     rewriter.setInsertionPoint(op);
     auto [whole, rest] = mlir::linalg::splitOp(rewriter, llvm::cast<mlir::TilingInterface>(op.getOperation()), vDim,
